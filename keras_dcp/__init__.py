@@ -1,0 +1,33 @@
+"""keras-dcp: the Deception defense against model stealing, as Keras layers.
+
+>>> import keras_dcp
+>>> protected = keras_dcp.protect(model, keras_dcp.DeceptionLayer(beta=0.7, gamma=0.2))  # doctest: +SKIP
+"""
+
+__version__ = "0.1.0"
+
+from keras_dcp import ops
+from keras_dcp.defenses import (
+    DeceptionLayer,
+    OutputDefense,
+    ReverseSigmoid,
+    Rounding,
+    TopK,
+    TopLabel,
+)
+from keras_dcp.defenses.spec import build_defense, parse_spec
+from keras_dcp.protect import protect
+
+__all__ = [
+    "DeceptionLayer",
+    "OutputDefense",
+    "ReverseSigmoid",
+    "Rounding",
+    "TopK",
+    "TopLabel",
+    "__version__",
+    "build_defense",
+    "ops",
+    "parse_spec",
+    "protect",
+]

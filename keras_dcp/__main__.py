@@ -1,0 +1,5 @@
+import sys
+
+from keras_dcp.cli import main
+
+sys.exit(main())

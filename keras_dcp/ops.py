@@ -1,0 +1,285 @@
+"""The defense math, once: pure functions over ``keras.ops``.
+
+Every layer (Keras 3 and the tf_keras twin used for QAT), exporter and tool
+calls these functions, so this module is the one place to read and fix the
+equations. All functions take a batch of probability rows ``y`` of shape
+``(batch, K)`` and return a tensor of the same shape. They compute in float32
+and cast the result back to the input dtype, so they are safe under mixed
+precision; under the TensorFlow backend they lower to plain TF ops (and from
+there to TFLite builtins).
+
+Rows that are not distributions
+-------------------------------
+A served model must never crash on odd input, and must never answer silently
+wrong. The perturbing defenses (:func:`deception`, :func:`reverse_sigmoid`)
+therefore define:
+
+* rows the detector leaves alone (``alpha == 0``) are returned bit-identical,
+  whatever they contain;
+* a row that contains a NaN comes back as all NaN ("NaN stays NaN");
+* any other row is first sanitised, ``s = N(clip(y, 0, 1))`` (negative entries
+  count as 0, ``+inf`` as 1; an all-zero row becomes uniform ``1/K``), and the
+  output is then a finite distribution that sums to 1.
+"""
+
+from __future__ import annotations
+
+from keras import ops
+
+#: Lower clip of the probabilities inside the logit: log(1e-12) is the floor of
+#: the reference code.
+PROB_FLOOR = 1e-12
+#: Upper clip. It must stay below 1 in float32: 1 - 1e-9 rounds to 1.0 there,
+#: log(1 - y) becomes -inf, and full-int8 TFLite conversion then fails with
+#: "scale out of expressed type range".
+PROB_CEIL = 1.0 - 1e-7
+
+
+def _as_float32(y):
+    y = ops.convert_to_tensor(y)
+    return ops.cast(y, "float32"), y.dtype
+
+
+def _normalize(v, num_classes):
+    """``N(v) = v / sum(v)`` per row; an all-zero row becomes uniform ``1/K``."""
+    total = ops.sum(v, axis=-1, keepdims=True)
+    safe_total = ops.where(total > 0.0, total, ops.ones_like(total))
+    uniform = ops.ones_like(v) / float(num_classes)
+    return ops.where(total > 0.0, v / safe_total, uniform)
+
+
+def sanitize(y):
+    """Turn any finite-or-not row into a distribution: ``s = N(clip(y, 0, 1))``.
+
+    NaN entries are not handled here (see :func:`_restore_nan`). Shapes:
+    ``(batch, K) -> (batch, K)``, float32.
+    """
+    num_classes = y.shape[-1]
+    return _normalize(ops.clip(y, 0.0, 1.0), num_classes)
+
+
+def _restore_nan(y, out):
+    """Rows of ``y`` with any NaN come back as all-NaN rows of ``out``."""
+    row_has_nan = ops.any(ops.isnan(y), axis=-1, keepdims=True)
+    return ops.where(row_has_nan, ops.full_like(out, float("nan")), out)
+
+
+def reverse_sigmoid_noise(y, beta, gamma):
+    """Reverse-sigmoid noise of Lee et al. (2019), per entry.
+
+    .. math::
+
+        r(y) = \\beta \\left(\\sigma(\\gamma\\,\\mathrm{logit}(y_c)) - \\tfrac12\\right),
+        \\quad y_c = \\mathrm{clip}(y, 10^{-12}, 1 - 10^{-7})
+
+    computed in float32 with ``logit(p) = log(p) - log(1 - p)`` (the
+    probability is clipped, not the odds). ``r`` is positive where ``y > 1/2``
+    and negative below, so ``y - r`` pushes mass from the top class to the
+    others. Shapes: ``(batch, K) -> (batch, K)``.
+    """
+    y_c = ops.clip(y, PROB_FLOOR, PROB_CEIL)
+    logit = ops.log(y_c) - ops.log(1.0 - y_c)
+    return beta * (ops.sigmoid(gamma * logit) - 0.5)
+
+
+def detector(y, tau, nu=1000.0):
+    """DCP's detector of uncertain rows: the weight ``alpha`` of the noise.
+
+    .. math::
+
+        \\alpha(y) = \\sigma(\\nu (\\tau - \\max_k y_k)),
+        \\qquad \\nu = \\text{None}: \\alpha(y) = [\\max_k y_k < \\tau]
+
+    Shapes: ``(batch, K) -> (batch, 1)``, float32 in ``[0, 1]``. A large
+    ``nu`` makes ``alpha`` underflow to exactly 0 for confident rows
+    (``max y > tau + 88 / nu``), which is what leaves them untouched.
+    """
+    y_max = ops.max(y, axis=-1, keepdims=True)
+    if nu is None:
+        return ops.cast(y_max < tau, "float32")
+    return ops.sigmoid(nu * (tau - y_max))
+
+
+def limit_l1(y, y_perturbed, l1_budget):
+    """Scale the move ``y' - y`` back so its l1 norm never exceeds ``eps``.
+
+    .. math::
+
+        y'' = y + \\min\\left(1, \\frac{\\epsilon}{\\lVert y' - y \\rVert_1}\\right)(y' - y)
+
+    A convex combination of two distributions, so ``y''`` is one too.
+    Shapes: ``(batch, K), (batch, K) -> (batch, K)``.
+    """
+    delta = y_perturbed - y
+    distance = ops.sum(ops.abs(delta), axis=-1, keepdims=True)
+    safe_distance = ops.where(distance > 0.0, distance, ops.ones_like(distance))
+    scale = ops.minimum(1.0, l1_budget / safe_distance)
+    return y + scale * delta
+
+
+def keep_top1(y, y_perturbed, margin=1e-6):
+    """The smallest move back toward ``y`` that keeps ``argmax`` unchanged.
+
+    Along ``y(t) = y' + t (y - y')``, ``t in [0, 1]``, the winner ``c`` of
+    ``y`` beats class ``j`` once
+    ``a_j + t (b_j - a_j) >= m_j`` with ``a_j = y'_c - y'_j``,
+    ``b_j = y_c - y_j >= 0`` and margin ``m_j = min(margin, b_j / 2)``, i.e. for
+
+    .. math::
+
+        t^* = \\max_j \\mathrm{clip}\\left(\\frac{m_j - a_j}{b_j - a_j}, 0, 1\\right)
+
+    over the classes with ``a_j < m_j``. ``y(t*)`` is still a distribution and
+    no farther from ``y`` (in l1) than ``y'``. Rows where float rounding still
+    changes the winner fall back to ``y`` itself. Shapes:
+    ``(batch, K), (batch, K) -> (batch, K)``.
+    """
+    num_classes = y.shape[-1]
+    winner = ops.argmax(y, axis=-1)
+    winner_mask = ops.one_hot(winner, num_classes, dtype="float32")
+    y_win = ops.sum(y * winner_mask, axis=-1, keepdims=True)
+    yp_win = ops.sum(y_perturbed * winner_mask, axis=-1, keepdims=True)
+    a = yp_win - y_perturbed
+    b = y_win - y
+    m = ops.minimum(margin, 0.5 * b)
+    slope = b - a
+    needs_move = (a < m) & (winner_mask == 0.0)
+    safe_slope = ops.where(slope > 0.0, slope, ops.ones_like(slope))
+    t_j = ops.where(needs_move, ops.clip((m - a) / safe_slope, 0.0, 1.0), 0.0)
+    t_j = ops.where(needs_move & (slope <= 0.0), 1.0, t_j)
+    t = ops.max(t_j, axis=-1, keepdims=True)
+    moved = y_perturbed + t * (y - y_perturbed)
+    kept = ops.expand_dims(ops.argmax(moved, axis=-1) == winner, -1)
+    return ops.where(kept, moved, y)
+
+
+def _perturb(y, alpha, beta, gamma, l1_budget=None, preserve_top1=False):
+    """Shared tail of DCP and reverse sigmoid, on sanitised float32 rows.
+
+    ``y' = N(max(y - alpha * r(y), 0))``, then the optional l1 budget and
+    top-1 preservation.
+    """
+    num_classes = y.shape[-1]
+    noise = reverse_sigmoid_noise(y, beta, gamma)
+    perturbed = _normalize(ops.maximum(y - alpha * noise, 0.0), num_classes)
+    if l1_budget is not None:
+        perturbed = limit_l1(y, perturbed, l1_budget)
+    if preserve_top1:
+        perturbed = keep_top1(y, perturbed)
+    return perturbed
+
+
+def deception(
+    y,
+    beta=0.7,
+    gamma=0.2,
+    tau=None,
+    nu=1000.0,
+    l1_budget=None,
+    preserve_top1=False,
+):
+    """The Deception defense (DCP, arXiv 2309.01838) on a batch of rows.
+
+    .. math::
+
+        y' = N\\left(\\max\\left(y - \\alpha(y)\\, r(y), 0\\right)\\right),
+        \\qquad N(v) = v / \\textstyle\\sum_k v_k
+
+    with the detector ``alpha`` (:func:`detector`, ``tau=None`` means
+    ``tau = beta``) and the reverse-sigmoid noise ``r``
+    (:func:`reverse_sigmoid_noise`); then, if asked, the l1 budget
+    (:func:`limit_l1`) and top-1 preservation (:func:`keep_top1`).
+    Rows with ``alpha == 0`` come back bit-identical to ``y``.
+
+    Args:
+        y: probabilities, shape ``(batch, K)``, any float dtype.
+        beta: noise amplitude, > 0.
+        gamma: noise sharpness, > 0.
+        tau: detector threshold in (0, 1], or None for ``tau = beta``.
+        nu: detector slope, > 0, or None for the hard step.
+        l1_budget: optional ``eps >= 0``, the largest l1 move allowed.
+        preserve_top1: keep every row's argmax.
+
+    Returns:
+        Tensor of shape ``(batch, K)`` and the dtype of ``y``.
+    """
+    y32, dtype = _as_float32(y)
+    tau = beta if tau is None else tau
+    sane = sanitize(y32)
+    alpha = detector(sane, tau, nu)
+    out = _perturb(sane, alpha, beta, gamma, l1_budget, preserve_top1)
+    y = ops.convert_to_tensor(y)
+    # Select from the caller's tensor, not its float32 copy, so untouched rows
+    # are bit-identical in every dtype.
+    out = ops.where(alpha > 0.0, ops.cast(out, dtype), y)
+    return _restore_nan(y, out)
+
+
+def reverse_sigmoid(y, beta=1.0, gamma=0.2, l1_budget=None, preserve_top1=False):
+    """Reverse sigmoid (Lee et al. 2019): the same noise on every row.
+
+    .. math::
+
+        y' = N\\left(\\max\\left(y - r(y), 0\\right)\\right)
+
+    i.e. :func:`deception` with ``alpha = 1`` everywhere. Shapes:
+    ``(batch, K) -> (batch, K)``, dtype of ``y``.
+    """
+    y32, dtype = _as_float32(y)
+    sane = sanitize(y32)
+    out = _perturb(sane, 1.0, beta, gamma, l1_budget, preserve_top1)
+    return ops.cast(_restore_nan(y32, out), dtype)
+
+
+def rounding(y, decimals=2):
+    """Round every probability to ``decimals`` places: ``round(y * 10^d) / 10^d``.
+
+    Not renormalised (that is what an API that rounds returns), so a row sums
+    to 1 only within ``K * 10^-d / 2``. Shapes: ``(batch, K) -> (batch, K)``.
+    """
+    y32, dtype = _as_float32(y)
+    scale = float(10**decimals)
+    return ops.cast(ops.round(y32 * scale) / scale, dtype)
+
+
+def top_label(y):
+    """One-hot of each row's argmax: ``y'_k = [k = argmax_j y_j]``, per row.
+
+    Shapes: ``(batch, K) -> (batch, K)``, dtype of ``y``.
+    """
+    y = ops.convert_to_tensor(y)
+    return ops.one_hot(ops.argmax(y, axis=-1), y.shape[-1], dtype=y.dtype)
+
+
+def top_k(y, k=1):
+    """Keep the ``k`` largest probabilities of each row and renormalise.
+
+    .. math::
+
+        y'_j = \\frac{y_j [j \\in \\mathrm{top}_k(y)]}{\\sum_{i \\in \\mathrm{top}_k(y)} y_i}
+
+    Shapes: ``(batch, K) -> (batch, K)``, dtype of ``y``. ``k = 1`` is
+    :func:`top_label`.
+    """
+    y32, dtype = _as_float32(y)
+    sane = sanitize(y32)
+    kth_largest = ops.top_k(sane, k)[0][..., -1:]
+    kept = ops.where(sane >= kth_largest, sane, 0.0)
+    out = _normalize(kept, y32.shape[-1])
+    return ops.cast(_restore_nan(y32, out), dtype)
+
+
+__all__ = [
+    "PROB_CEIL",
+    "PROB_FLOOR",
+    "deception",
+    "detector",
+    "keep_top1",
+    "limit_l1",
+    "reverse_sigmoid",
+    "reverse_sigmoid_noise",
+    "rounding",
+    "sanitize",
+    "top_k",
+    "top_label",
+]

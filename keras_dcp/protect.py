@@ -1,0 +1,130 @@
+"""``protect(model, defense)``: a new model that serves defended probabilities."""
+
+from __future__ import annotations
+
+import keras
+
+from keras_dcp.defenses.base import OutputDefense
+from keras_dcp.defenses.deception import DeceptionLayer
+
+_PROBABILITY_ACTIVATIONS = {"softmax"}
+_LOGIT_ACTIVATIONS = {"linear"}
+
+
+def _activation_name(layer):
+    if isinstance(layer, keras.layers.Softmax):
+        return "softmax"
+    activation = getattr(layer, "activation", None)
+    if activation is None:
+        return None
+    try:
+        name = keras.activations.serialize(activation)
+    except Exception:  # an arbitrary callable: we cannot tell
+        return None
+    if isinstance(name, dict):
+        name = name.get("config", name.get("class_name"))
+    return name if isinstance(name, str) else None
+
+
+def detect_output_kind(model):
+    """``"probabilities"``, ``"logits"`` or None (cannot tell) for ``model``'s last layer."""
+    layers = getattr(model, "layers", None)
+    if not layers:
+        return None
+    name = _activation_name(layers[-1])
+    if name in _PROBABILITY_ACTIVATIONS:
+        return "probabilities"
+    if name in _LOGIT_ACTIVATIONS:
+        return "logits"
+    return None
+
+
+def _copy_model(model):
+    """A clone with the same weights, or the model itself for subclassed models."""
+    try:
+        clone = keras.models.clone_model(model)
+    except Exception:
+        # Subclassed models cannot be cloned; wrapping reuses (never edits) them.
+        return model
+    clone.set_weights(model.get_weights())
+    return clone
+
+
+def protect(model, defense=None, from_logits=None, name=None):
+    """Return a new model that applies ``defense`` to ``model``'s probabilities.
+
+    ``protected(x) = defense(softmax(model(x)))`` when the model ends in logits,
+    ``defense(model(x))`` when it ends in a softmax. The user's model is never
+    modified: Sequential and functional models are cloned with their weights;
+    subclassed models are wrapped (the protected model then shares their
+    variables).
+
+    Args:
+        model: a built Keras 3 classifier with one output of shape ``(batch, K)``.
+        defense: an :class:`~keras_dcp.defenses.OutputDefense` layer; default
+            ``DeceptionLayer()``.
+        from_logits: True if the model outputs logits, False if probabilities,
+            None to detect it from the last layer (a softmax activation means
+            probabilities, a linear one logits).
+        name: the new model's name (default ``<model name>_protected``).
+
+    Returns:
+        A functional ``keras.Model`` with the same inputs and the defended output.
+
+    Raises:
+        ValueError: if the model's output kind cannot be detected, the model is
+            not built, its output is not 2D, or it already ends in a defense.
+    """
+    if not isinstance(model, keras.Model):
+        raise ValueError(f"protect() needs a keras.Model; got {type(model).__name__}.")
+    defense = DeceptionLayer() if defense is None else defense
+    if not isinstance(defense, OutputDefense):
+        raise ValueError(
+            "`defense` must be a keras_dcp defense layer (e.g. keras_dcp.DeceptionLayer()); "
+            f"got {type(defense).__name__}."
+        )
+    if model.layers and isinstance(model.layers[-1], OutputDefense):
+        raise ValueError(f"Model {model.name!r} already ends in a defense ({model.layers[-1].name}).")
+    if from_logits is None:
+        kind = detect_output_kind(model)
+        if kind is None:
+            last = model.layers[-1].name if getattr(model, "layers", None) else "?"
+            raise ValueError(
+                f"Cannot tell whether model {model.name!r} outputs probabilities or logits "
+                f"(last layer {last!r}). Pass from_logits=True if it outputs logits "
+                "(a softmax will be inserted) or from_logits=False if it already outputs "
+                "probabilities."
+            )
+        from_logits = kind == "logits"
+    if not model.built or not getattr(model, "inputs", None) and not _has_input_shape(model):
+        raise ValueError(
+            f"Model {model.name!r} is not built: call it on a batch or build it with an "
+            "input shape before protect()."
+        )
+
+    copy = _copy_model(model)
+    if copy is model or not getattr(copy, "inputs", None):
+        inputs = keras.Input(shape=tuple(model.input_shape[1:]), name="image")
+        outputs = copy(inputs)
+    else:
+        inputs = copy.inputs
+        outputs = copy.outputs
+        if len(outputs) != 1:
+            raise ValueError(f"protect() needs a single-output model; {model.name!r} has {len(outputs)}.")
+        outputs = outputs[0]
+    if len(outputs.shape) != 2:
+        raise ValueError(
+            f"protect() needs an output of shape (batch, num_classes); {model.name!r} "
+            f"outputs {tuple(outputs.shape)}."
+        )
+    if from_logits:
+        outputs = keras.layers.Softmax(name="probabilities")(outputs)
+    outputs = defense(outputs)
+    return keras.Model(inputs, outputs, name=name or f"{model.name}_protected")
+
+
+def _has_input_shape(model):
+    try:
+        return model.input_shape is not None
+    except Exception:
+        return False
