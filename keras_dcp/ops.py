@@ -14,12 +14,13 @@ A served model must never crash on odd input, and must never answer silently
 wrong. The perturbing defenses (:func:`deception`, :func:`reverse_sigmoid`)
 therefore define:
 
-* rows the detector leaves alone (``alpha == 0``) are returned bit-identical,
-  whatever they contain;
 * a row that contains a NaN comes back as all NaN ("NaN stays NaN");
-* any other row is first sanitised, ``s = N(clip(y, 0, 1))`` (negative entries
-  count as 0, ``+inf`` as 1; an all-zero row becomes uniform ``1/K``), and the
-  output is then a finite distribution that sums to 1.
+* a valid row (finite, entries >= 0, sum within ``SUM_TOLERANCE`` of 1, as a
+  softmax gives) that the detector leaves alone (``alpha == 0``) comes back
+  bit-identical;
+* every other row is first sanitised, ``s = N(clip(y, 0, 1))`` (negative
+  entries count as 0, ``+inf`` as 1; an all-zero row becomes uniform ``1/K``)
+  and defended; the output is then a finite distribution that sums to 1.
 """
 
 from __future__ import annotations
@@ -33,6 +34,8 @@ PROB_FLOOR = 1e-12
 #: log(1 - y) becomes -inf, and full-int8 TFLite conversion then fails with
 #: "scale out of expressed type range".
 PROB_CEIL = 1.0 - 1e-7
+#: How far from 1 a row's sum may be and still count as a distribution.
+SUM_TOLERANCE = 1e-3
 
 
 def _as_float32(y):
@@ -48,6 +51,17 @@ def _normalize(v, num_classes):
     return ops.where(total > 0.0, v / safe_total, uniform)
 
 
+def first_argmax(y):
+    """Index of the first largest entry per row: ``(batch, K) -> (batch,)`` int32.
+
+    ``keras.ops.argmax`` on floats adds a sign-bit test (BitwiseAnd) that TFLite
+    builtins lack; comparing against the row max and taking argmax of the int
+    mask gives the same first index with plain MAX/GREATER_EQUAL/ARG_MAX ops.
+    """
+    is_max = ops.cast(y >= ops.max(y, axis=-1, keepdims=True), "int32")
+    return ops.argmax(is_max, axis=-1)
+
+
 def sanitize(y):
     """Turn any finite-or-not row into a distribution: ``s = N(clip(y, 0, 1))``.
 
@@ -56,6 +70,14 @@ def sanitize(y):
     """
     num_classes = y.shape[-1]
     return _normalize(ops.clip(y, 0.0, 1.0), num_classes)
+
+
+def is_distribution(y):
+    """``(batch, 1)`` bool: the row is finite, >= 0 and sums to 1 within ``SUM_TOLERANCE``."""
+    finite = ops.all(ops.isfinite(y), axis=-1, keepdims=True)
+    non_negative = ops.all(y >= 0.0, axis=-1, keepdims=True)
+    sums_to_one = ops.abs(ops.sum(y, axis=-1, keepdims=True) - 1.0) <= SUM_TOLERANCE
+    return finite & non_negative & sums_to_one
 
 
 def _restore_nan(y, out):
@@ -135,7 +157,7 @@ def keep_top1(y, y_perturbed, margin=1e-6):
     ``(batch, K), (batch, K) -> (batch, K)``.
     """
     num_classes = y.shape[-1]
-    winner = ops.argmax(y, axis=-1)
+    winner = first_argmax(y)
     winner_mask = ops.one_hot(winner, num_classes, dtype="float32")
     y_win = ops.sum(y * winner_mask, axis=-1, keepdims=True)
     yp_win = ops.sum(y_perturbed * winner_mask, axis=-1, keepdims=True)
@@ -149,7 +171,7 @@ def keep_top1(y, y_perturbed, margin=1e-6):
     t_j = ops.where(needs_move & (slope <= 0.0), 1.0, t_j)
     t = ops.max(t_j, axis=-1, keepdims=True)
     moved = y_perturbed + t * (y - y_perturbed)
-    kept = ops.expand_dims(ops.argmax(moved, axis=-1) == winner, -1)
+    kept = ops.expand_dims(first_argmax(moved) == winner, -1)
     return ops.where(kept, moved, y)
 
 
@@ -189,7 +211,8 @@ def deception(
     ``tau = beta``) and the reverse-sigmoid noise ``r``
     (:func:`reverse_sigmoid_noise`); then, if asked, the l1 budget
     (:func:`limit_l1`) and top-1 preservation (:func:`keep_top1`).
-    Rows with ``alpha == 0`` come back bit-identical to ``y``.
+    Valid rows with ``alpha == 0`` come back bit-identical to ``y``; see the
+    module docstring for rows that are not distributions.
 
     Args:
         y: probabilities, shape ``(batch, K)``, any float dtype.
@@ -211,7 +234,8 @@ def deception(
     y = ops.convert_to_tensor(y)
     # Select from the caller's tensor, not its float32 copy, so untouched rows
     # are bit-identical in every dtype.
-    out = ops.where(alpha > 0.0, ops.cast(out, dtype), y)
+    untouched = (alpha <= 0.0) & is_distribution(y32)
+    out = ops.where(untouched, y, ops.cast(out, dtype))
     return _restore_nan(y, out)
 
 
@@ -248,7 +272,7 @@ def top_label(y):
     Shapes: ``(batch, K) -> (batch, K)``, dtype of ``y``.
     """
     y = ops.convert_to_tensor(y)
-    return ops.one_hot(ops.argmax(y, axis=-1), y.shape[-1], dtype=y.dtype)
+    return ops.one_hot(first_argmax(y), y.shape[-1], dtype=y.dtype)
 
 
 def top_k(y, k=1):
@@ -272,8 +296,11 @@ def top_k(y, k=1):
 __all__ = [
     "PROB_CEIL",
     "PROB_FLOOR",
+    "SUM_TOLERANCE",
     "deception",
     "detector",
+    "first_argmax",
+    "is_distribution",
     "keep_top1",
     "limit_l1",
     "reverse_sigmoid",

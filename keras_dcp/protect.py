@@ -50,7 +50,7 @@ def _copy_model(model):
     return clone
 
 
-def protect(model, defense=None, from_logits=None, name=None):
+def protect(model, defense=None, from_logits=None, name=None, input_shape=None):
     """Return a new model that applies ``defense`` to ``model``'s probabilities.
 
     ``protected(x) = defense(softmax(model(x)))`` when the model ends in logits,
@@ -67,13 +67,16 @@ def protect(model, defense=None, from_logits=None, name=None):
             None to detect it from the last layer (a softmax activation means
             probabilities, a linear one logits).
         name: the new model's name (default ``<model name>_protected``).
+        input_shape: the input shape without batch dimension; needed only for
+            subclassed models that do not know theirs.
 
     Returns:
         A functional ``keras.Model`` with the same inputs and the defended output.
 
     Raises:
         ValueError: if the model's output kind cannot be detected, the model is
-            not built, its output is not 2D, or it already ends in a defense.
+            input shape is unknown, its output is not 2D, or it already ends in
+            a defense.
     """
     if not isinstance(model, keras.Model):
         raise ValueError(f"protect() needs a keras.Model; got {type(model).__name__}.")
@@ -96,22 +99,22 @@ def protect(model, defense=None, from_logits=None, name=None):
                 "probabilities."
             )
         from_logits = kind == "logits"
-    if not model.built or not getattr(model, "inputs", None) and not _has_input_shape(model):
-        raise ValueError(
-            f"Model {model.name!r} is not built: call it on a batch or build it with an "
-            "input shape before protect()."
-        )
-
     copy = _copy_model(model)
-    if copy is model or not getattr(copy, "inputs", None):
-        inputs = keras.Input(shape=tuple(model.input_shape[1:]), name="image")
-        outputs = copy(inputs)
-    else:
-        inputs = copy.inputs
-        outputs = copy.outputs
+    functional_inputs = _functional_inputs(copy) if copy is not model else None
+    if functional_inputs is not None:
+        inputs, outputs = functional_inputs, copy.outputs
         if len(outputs) != 1:
             raise ValueError(f"protect() needs a single-output model; {model.name!r} has {len(outputs)}.")
         outputs = outputs[0]
+    else:
+        shape = tuple(input_shape) if input_shape is not None else _known_input_shape(model)
+        if shape is None:
+            raise ValueError(
+                f"Cannot tell the input shape of model {model.name!r}: pass "
+                "input_shape=(H, W, C) (without the batch dimension)."
+            )
+        inputs = keras.Input(shape=shape, name="image")
+        outputs = copy(inputs)
     if len(outputs.shape) != 2:
         raise ValueError(
             f"protect() needs an output of shape (batch, num_classes); {model.name!r} "
@@ -123,8 +126,16 @@ def protect(model, defense=None, from_logits=None, name=None):
     return keras.Model(inputs, outputs, name=name or f"{model.name}_protected")
 
 
-def _has_input_shape(model):
+def _functional_inputs(model):
     try:
-        return model.input_shape is not None
-    except Exception:
-        return False
+        return model.inputs or None
+    except (AttributeError, ValueError):
+        return None
+
+
+def _known_input_shape(model):
+    try:
+        shape = model.input_shape
+    except (AttributeError, ValueError):
+        return None
+    return tuple(shape[1:]) if shape is not None else None

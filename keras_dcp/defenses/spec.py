@@ -60,11 +60,11 @@ def build_defense(spec):
     if name == "none":
         return None
     cls = DEFENSES[name]
-    try:
-        return cls(**params)
-    except TypeError as error:
-        valid = ", ".join(getattr(cls, "_config_keys", ())) or "none"
-        raise ValueError(f"Bad arguments for defense {name!r} ({error}); valid: {valid}.") from None
+    unknown = sorted(set(params) - set(cls._config_keys))
+    if unknown:
+        valid = ", ".join(cls._config_keys) or "none"
+        raise ValueError(f"Unknown argument(s) {', '.join(unknown)} for defense {name!r}; valid: {valid}.")
+    return cls(**params)
 
 
 def describe(layer):
