@@ -14,13 +14,17 @@ A served model must never crash on odd input, and must never answer silently
 wrong. The perturbing defenses (:func:`deception`, :func:`reverse_sigmoid`)
 therefore define:
 
-* a row that contains a NaN comes back as all NaN ("NaN stays NaN");
-* a valid row (finite, entries >= 0, sum within ``SUM_TOLERANCE`` of 1, as a
-  softmax gives) that the detector leaves alone (``alpha == 0``) comes back
+* a row whose sum is NaN (it holds a NaN, or both +inf and -inf) comes back
+  as all NaN ("NaN stays NaN");
+* a valid row (entries >= 0, sum within ``SUM_TOLERANCE`` of 1, as a softmax
+  gives) that the detector leaves alone (``alpha == 0``) comes back
   bit-identical;
-* every other row is first sanitised, ``s = N(clip(y, 0, 1))`` (negative
-  entries count as 0, ``+inf`` as 1; an all-zero row becomes uniform ``1/K``)
-  and defended; the output is then a finite distribution that sums to 1.
+* every other row is defended on ``s = clip(y, 0, 1)`` (negative entries count
+  as 0, ``+inf`` as 1) and renormalised, so the output is a finite
+  distribution that sums to 1 (an all-zero row becomes uniform ``1/K``).
+
+For speed the row statistics (sum, min, max) are read once from the input,
+and the detector uses ``clip(max y, 0, 1) = max clip(y, 0, 1)``.
 """
 
 from __future__ import annotations
@@ -63,27 +67,30 @@ def first_argmax(y):
 
 
 def sanitize(y):
-    """Turn any finite-or-not row into a distribution: ``s = N(clip(y, 0, 1))``.
+    """The distribution an invalid row stands for: ``s = N(clip(y, 0, 1))``.
 
-    NaN entries are not handled here (see :func:`_restore_nan`). Shapes:
+    An all-zero row becomes uniform. NaN is not handled here. Shapes:
     ``(batch, K) -> (batch, K)``, float32.
     """
-    num_classes = y.shape[-1]
-    return _normalize(ops.clip(y, 0.0, 1.0), num_classes)
+    return _normalize(ops.clip(y, 0.0, 1.0), y.shape[-1])
 
 
 def is_distribution(y):
-    """``(batch, 1)`` bool: the row is finite, >= 0 and sums to 1 within ``SUM_TOLERANCE``."""
-    finite = ops.all(ops.isfinite(y), axis=-1, keepdims=True)
-    non_negative = ops.all(y >= 0.0, axis=-1, keepdims=True)
-    sums_to_one = ops.abs(ops.sum(y, axis=-1, keepdims=True) - 1.0) <= SUM_TOLERANCE
-    return finite & non_negative & sums_to_one
+    """``(batch, 1)`` bool: entries >= 0 and a sum within ``SUM_TOLERANCE`` of 1.
+
+    A row with an ``inf`` or a NaN has a sum that fails the test.
+    """
+    total = ops.sum(y, axis=-1, keepdims=True)
+    return _valid_rows(total, ops.min(y, axis=-1, keepdims=True))
 
 
-def _restore_nan(y, out):
-    """Rows of ``y`` with any NaN come back as all-NaN rows of ``out``."""
-    row_has_nan = ops.any(ops.isnan(y), axis=-1, keepdims=True)
-    return ops.where(row_has_nan, ops.full_like(out, float("nan")), out)
+def _valid_rows(total, lowest):
+    return (ops.abs(total - 1.0) <= SUM_TOLERANCE) & (lowest >= 0.0)
+
+
+def _restore_nan(total, out):
+    """Rows whose sum is NaN come back as all-NaN rows of ``out``."""
+    return ops.where(ops.isnan(total), float("nan"), out)
 
 
 def reverse_sigmoid_noise(y, beta, gamma):
@@ -100,7 +107,8 @@ def reverse_sigmoid_noise(y, beta, gamma):
     others. Shapes: ``(batch, K) -> (batch, K)``.
     """
     y_c = ops.clip(y, PROB_FLOOR, PROB_CEIL)
-    logit = ops.log(y_c) - ops.log(1.0 - y_c)
+    # One log of the odds rather than log(y) - log(1 - y): same value, half the logs.
+    logit = ops.log(y_c / (1.0 - y_c))
     return beta * (ops.sigmoid(gamma * logit) - 0.5)
 
 
@@ -116,7 +124,10 @@ def detector(y, tau, nu=1000.0):
     ``nu`` makes ``alpha`` underflow to exactly 0 for confident rows
     (``max y > tau + 88 / nu``), which is what leaves them untouched.
     """
-    y_max = ops.max(y, axis=-1, keepdims=True)
+    return _alpha(ops.max(y, axis=-1, keepdims=True), tau, nu)
+
+
+def _alpha(y_max, tau, nu):
     if nu is None:
         return ops.cast(y_max < tau, "float32")
     return ops.sigmoid(nu * (tau - y_max))
@@ -175,20 +186,36 @@ def keep_top1(y, y_perturbed, margin=1e-6):
     return ops.where(kept, moved, y)
 
 
-def _perturb(y, alpha, beta, gamma, l1_budget=None, preserve_top1=False):
-    """Shared tail of DCP and reverse sigmoid, on sanitised float32 rows.
+def _defend(y, beta, gamma, tau=None, nu=None, l1_budget=None, preserve_top1=False):
+    """Shared body of DCP (``tau`` given) and reverse sigmoid (``tau=None``: alpha = 1).
 
-    ``y' = N(max(y - alpha * r(y), 0))``, then the optional l1 budget and
-    top-1 preservation.
+    ``y' = N(max(s - alpha(s) r(s), 0))`` on ``s = clip(y, 0, 1)``, then the
+    optional l1 budget and top-1 preservation against ``N(s)``; untouched
+    valid rows and NaN rows as in the module docstring.
     """
-    num_classes = y.shape[-1]
-    noise = reverse_sigmoid_noise(y, beta, gamma)
-    perturbed = _normalize(ops.maximum(y - alpha * noise, 0.0), num_classes)
-    if l1_budget is not None:
-        perturbed = limit_l1(y, perturbed, l1_budget)
-    if preserve_top1:
-        perturbed = keep_top1(y, perturbed)
-    return perturbed
+    y = ops.convert_to_tensor(y)
+    y32 = ops.cast(y, "float32")
+    total = ops.sum(y32, axis=-1, keepdims=True)
+    s = ops.clip(y32, 0.0, 1.0)
+    if tau is None:
+        alpha = 1.0
+    else:
+        alpha = _alpha(ops.clip(ops.max(y32, axis=-1, keepdims=True), 0.0, 1.0), tau, nu)
+    noise = reverse_sigmoid_noise(s, beta, gamma)
+    out = _normalize(ops.maximum(s - alpha * noise, 0.0), y.shape[-1])
+    if l1_budget is not None or preserve_top1:
+        reference = _normalize(s, y.shape[-1])
+        if l1_budget is not None:
+            out = limit_l1(reference, out, l1_budget)
+        if preserve_top1:
+            out = keep_top1(reference, out)
+    out = ops.cast(out, y.dtype)
+    if tau is not None:
+        # Select from the caller's tensor, not its float32 copy, so untouched
+        # rows are bit-identical in every dtype.
+        untouched = (alpha <= 0.0) & _valid_rows(total, ops.min(y32, axis=-1, keepdims=True))
+        out = ops.where(untouched, y, out)
+    return _restore_nan(total, out)
 
 
 def deception(
@@ -226,17 +253,8 @@ def deception(
     Returns:
         Tensor of shape ``(batch, K)`` and the dtype of ``y``.
     """
-    y32, dtype = _as_float32(y)
     tau = beta if tau is None else tau
-    sane = sanitize(y32)
-    alpha = detector(sane, tau, nu)
-    out = _perturb(sane, alpha, beta, gamma, l1_budget, preserve_top1)
-    y = ops.convert_to_tensor(y)
-    # Select from the caller's tensor, not its float32 copy, so untouched rows
-    # are bit-identical in every dtype.
-    untouched = (alpha <= 0.0) & is_distribution(y32)
-    out = ops.where(untouched, y, ops.cast(out, dtype))
-    return _restore_nan(y, out)
+    return _defend(y, beta, gamma, tau, nu, l1_budget, preserve_top1)
 
 
 def reverse_sigmoid(y, beta=1.0, gamma=0.2, l1_budget=None, preserve_top1=False):
@@ -249,10 +267,7 @@ def reverse_sigmoid(y, beta=1.0, gamma=0.2, l1_budget=None, preserve_top1=False)
     i.e. :func:`deception` with ``alpha = 1`` everywhere. Shapes:
     ``(batch, K) -> (batch, K)``, dtype of ``y``.
     """
-    y32, dtype = _as_float32(y)
-    sane = sanitize(y32)
-    out = _perturb(sane, 1.0, beta, gamma, l1_budget, preserve_top1)
-    return ops.cast(_restore_nan(y32, out), dtype)
+    return _defend(y, beta, gamma, None, None, l1_budget, preserve_top1)
 
 
 def rounding(y, decimals=2):
@@ -289,8 +304,8 @@ def top_k(y, k=1):
     sane = sanitize(y32)
     kth_largest = ops.top_k(sane, k)[0][..., -1:]
     kept = ops.where(sane >= kth_largest, sane, 0.0)
-    out = _normalize(kept, y32.shape[-1])
-    return ops.cast(_restore_nan(y32, out), dtype)
+    out = ops.cast(_normalize(kept, y32.shape[-1]), dtype)
+    return _restore_nan(ops.sum(y32, axis=-1, keepdims=True), out)
 
 
 __all__ = [
