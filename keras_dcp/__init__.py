@@ -18,6 +18,18 @@ from keras_dcp.defenses import (
 from keras_dcp.defenses.spec import build_defense, parse_spec
 from keras_dcp.protect import protect
 
+_SUBMODULES = ("attacks", "data", "experiments", "models", "qat", "tflite", "training")
+
+
+def __getattr__(name):
+    # Heavier parts load on first use: keras_dcp.attacks, keras_dcp.models, ...
+    if name in _SUBMODULES:
+        import importlib
+
+        return importlib.import_module(f"keras_dcp.{name}")
+    raise AttributeError(f"module 'keras_dcp' has no attribute {name!r}")
+
+
 __all__ = [
     "DeceptionLayer",
     "OutputDefense",

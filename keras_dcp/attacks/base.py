@@ -89,10 +89,13 @@ class Attack:
             raise ValueError(f"Give a `{name}`: the victim has no budget and the attack no natural limit.")
         return int(min(limits))
 
-    def _clone_in_scope(self, distribute_strategy):
+    def _new_clone(self, sample=None):
+        """``make_clone()``, checked and built (on ``sample``, one batch) if it is not yet."""
         clone = self.make_clone()
         if not isinstance(clone, keras.Model):
             raise ValueError(f"`make_clone()` must return a keras.Model; got {type(clone).__name__}.")
+        if not clone.built and sample is not None:
+            clone(sample)
         return clone
 
 

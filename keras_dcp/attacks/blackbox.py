@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import os
 
+import keras
 import numpy as np
 
 _OUTPUT_MODES = ("probabilities", "label")
@@ -111,7 +112,11 @@ def _check_input_range(input_range):
 
 
 class _KerasTarget:
-    """A Keras 3 model; answers with ``predict_on_batch`` (compiled on every backend)."""
+    """A Keras 3 model; answers with ``predict_on_batch`` (compiled on every backend).
+
+    Each chunk is zero-padded to the next power of two (at least 8 rows), so a
+    stream of odd batch sizes compiles a handful of shapes, not one per size.
+    """
 
     def __init__(self, model):
         self.model = model
@@ -121,9 +126,11 @@ class _KerasTarget:
         self.num_classes = out[-1] if isinstance(out, tuple) and len(out) == 2 else None
 
     def __call__(self, x):
-        import keras
-
-        return keras.ops.convert_to_numpy(self.model.predict_on_batch(x))
+        n = x.shape[0]
+        padded_rows = max(8, 1 << (n - 1).bit_length())
+        if padded_rows != n:
+            x = np.concatenate([x, np.zeros((padded_rows - n, *x.shape[1:]), x.dtype)])
+        return keras.ops.convert_to_numpy(self.model.predict_on_batch(x))[:n]
 
 
 class _SavedModelTarget:
@@ -208,8 +215,6 @@ class _CallableTarget:
 
 
 def _resolve_target(target):
-    import keras
-
     if isinstance(target, BlackBox):
         raise ValueError("`target` is already a BlackBox; pass its model, or use it directly.")
     if isinstance(target, keras.Model):

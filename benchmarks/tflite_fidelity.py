@@ -1,0 +1,167 @@
+"""Fidelity of the defended output after int8 quantization (not a test).
+
+For a victim (``--victim``, a .keras classifier ending in a softmax, inputs in
+[0, 1]) and DCP (``--beta``, ``--gamma``, ``--tau``), compares each int8 model's
+defended output with the float Keras model's defended output on CIFAR-10 test
+images and Tiny-ImageNet queries: top-1 agreement, mean l1 difference, and the
+share of rows whose detector decision ``[max y < tau]`` differs (from the
+bare models of the same quantization). Variants:
+
+* ``bare``: the victim alone, int8 (the backbone's own quantization error);
+* ``naive``: everything int8 (``tail="int8"``), int8 I/O;
+* ``float-tail``: head + softmax + DCP in float32 (the default export), int8 I/O
+  and float I/O;
+* ``edgetpu``: :class:`keras_dcp.tflite.EdgeTPUDeception`, all int8;
+* ``qat``: QAT fine-tuning (``--qat-samples`` images, ``--qat-epochs``), then
+  float-tail int8 vs the QAT Keras model's defended output.
+
+    python benchmarks/tflite_fidelity.py --victim /work/cache/victims/resnet20_cifar10.keras --json out.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
+def compare(defended, reference, bare_probs=None, ref_probs=None, tau=0.7):
+    import numpy as np
+
+    row = {
+        "agreement": float(np.mean(defended.argmax(1) == reference.argmax(1))),
+        "mean_l1": float(np.abs(defended - reference).sum(1).mean()),
+    }
+    if bare_probs is not None:
+        row["detector_flip"] = float(np.mean((bare_probs.max(1) < tau) != (ref_probs.max(1) < tau)))
+    return row
+
+
+def _predict_rows(content, x):
+    """Row-by-row outputs and a mask of the rows whose invoke raised."""
+    import numpy as np
+
+    from keras_dcp.tflite import make_interpreter, predict
+
+    interpreter = make_interpreter(content)
+    outputs, failed = [], np.zeros(len(x), bool)
+    for i in range(len(x)):
+        try:
+            outputs.append(predict(None, x[i:i + 1], interpreter=interpreter)[0])
+        except RuntimeError:
+            failed[i] = True
+            outputs.append(np.full(interpreter.get_output_details()[0]["shape"][-1], np.nan, "float32"))
+    return np.stack(outputs), failed
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--victim", required=True, help=".keras victim (softmax output, inputs in [0, 1])")
+    parser.add_argument("--data", default=os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data"))
+    parser.add_argument("--n-cifar", type=int, default=10000)
+    parser.add_argument("--n-tin", type=int, default=20000)
+    parser.add_argument("--calibration", type=int, default=500, help="representative CIFAR-10 train images")
+    parser.add_argument("--beta", type=float, default=0.7)
+    parser.add_argument("--gamma", type=float, default=0.2)
+    parser.add_argument("--tau", type=float, default=None)
+    parser.add_argument("--qat-samples", type=int, default=4000, help="0 skips QAT")
+    parser.add_argument("--qat-epochs", type=int, default=1)
+    parser.add_argument("--skip-ptq", action="store_true", help="only the QAT rows")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--json", help="write the results here")
+    args = parser.parse_args(argv)
+
+    import keras
+    import numpy as np
+
+    import keras_dcp
+    from keras_dcp.tflite import export_tflite, predict, protect_for_edgetpu
+
+    keras.utils.set_random_seed(args.seed)
+    tau = args.beta if args.tau is None else args.tau
+    defense = dict(beta=args.beta, gamma=args.gamma, tau=args.tau)
+    rng = np.random.default_rng(args.seed)
+    train = np.load(os.path.join(args.data, "cifar10", "train.npz"))
+    rows = rng.permutation(len(train["y"]))
+    representative = train["x"][rows[:args.calibration]].astype("float32") / 255.0
+    sets = {
+        "cifar10_test": np.load(os.path.join(args.data, "cifar10", "test.npz"))["x"][:args.n_cifar],
+        "tinyimagenet_queries": np.load(os.path.join(args.data, "tinyimagenet", "queries.npz"))["x"][:args.n_tin],
+    }
+    sets = {k: v.astype("float32") / 255.0 for k, v in sets.items()}
+    victim = keras.saving.load_model(args.victim)
+    protected = keras_dcp.protect(victim, keras_dcp.DeceptionLayer(**defense))
+    started = time.time()
+
+    def export(model, **kwargs):
+        return export_tflite(model, None, quantize="int8", representative=representative, **kwargs)
+
+    models = {} if args.skip_ptq else {
+        "bare": export(victim, tail="int8"),
+        "naive": export(protected, tail="int8"),
+        "float-tail int8-io": export(protected),
+        "float-tail float-io": export(protected, io_type="float"),
+        "edgetpu": export(protect_for_edgetpu(victim, keras_dcp.DeceptionLayer(**defense)), tail="int8"),
+    }
+    results = {"victim": args.victim, "defense": {**defense, "tau": tau}, "calibration": args.calibration, "sets": {}}
+    for set_name, x in sets.items():
+        results["sets"][set_name] = {}
+        if not models:
+            continue
+        reference = protected.predict(x, batch_size=500, verbose=0)
+        ref_probs = victim.predict(x, batch_size=500, verbose=0)
+        bare = predict(models["bare"], x, batch_size=500)
+        table = {}
+        for name, content in models.items():
+            failed = None
+            try:
+                out = predict(content, x, batch_size=500)
+            except RuntimeError as error:
+                # The naive int8 tail can fail at run time (an int8 DIV whose
+                # divisor rounds to zero); one row fails a whole batch, so go
+                # row by row and report the share of rows that fail.
+                out, failed = _predict_rows(content, x)
+                table[name] = {"error": str(error).splitlines()[0]}
+            target = ref_probs if name == "bare" else reference
+            keep = slice(None) if failed is None else ~failed
+            row = compare(out[keep], target[keep], bare[keep], ref_probs[keep], tau)
+            if failed is not None:
+                row.update(table[name], failed_rows=float(failed.mean()))
+            table[name] = row
+        results["sets"][set_name] = table
+        print(set_name, json.dumps(table, indent=1), flush=True)
+
+    if args.qat_samples:
+        from keras_dcp import qat
+
+        qat_model = qat.quantize_model(qat.to_tf_keras(victim))
+        history = qat.train_qat(
+            qat_model, train["x"][rows[:args.qat_samples]].astype("float32") / 255.0,
+            train["y"][rows[:args.qat_samples]], epochs=args.qat_epochs, seed=args.seed, verbose=2,
+        )
+        qat_protected = qat.protect_qat(qat_model, keras_dcp.DeceptionLayer(**defense))
+        qat_models = {
+            "qat float-tail int8-io": export(qat_protected),
+            "qat float-tail float-io": export(qat_protected, io_type="float"),
+        }
+        results["qat"] = {"samples": args.qat_samples, "epochs": args.qat_epochs,
+                          "train_accuracy": float(history["accuracy"][-1])}
+        for set_name, x in sets.items():
+            reference = qat_protected.predict(x, batch_size=500, verbose=0)
+            for name, content in qat_models.items():
+                out = predict(content, x, batch_size=500)
+                results["sets"][set_name][name] = compare(out, reference)
+            print(set_name, json.dumps({k: results["sets"][set_name][k] for k in qat_models}, indent=1), flush=True)
+    results["seconds"] = round(time.time() - started, 1)
+    if args.json:
+        with open(args.json, "w") as handle:
+            json.dump(results, handle, indent=1)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,589 @@
+"""KnockoffNets (Orekondy, Schiele and Fritz, CVPR 2019) and its label-only variant.
+
+The attacker owns unlabeled natural images (the *query set*), asks the victim
+about a budget ``B`` of them, and trains a clone on the answers (the
+*transfer set*). Pure Keras: training is ``model.compile`` + ``model.fit``, so
+the same code runs on the TensorFlow and JAX backends, and under a
+``tf.distribute`` strategy.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+
+import keras
+import numpy as np
+
+from keras_dcp.attacks.base import (
+    Attack,
+    QueryStore,
+    check_distribute_strategy,
+    fingerprint,
+    make_progbar,
+    reference_sgd,
+    strategy_scope,
+)
+
+_STRATEGIES = ("random", "adaptive")
+_LABELS = ("soft", "hard")
+_REWARDS = ("cert", "div", "loss", "all")
+
+
+def hard_targets(answers):
+    """One-hot of each row's argmax: ``t_k = [k = argmax_j y_j]``. ``(n, K) -> (n, K)`` float32."""
+    answers = np.asarray(answers)
+    return np.eye(answers.shape[1], dtype="float32")[np.argmax(answers, axis=1)]
+
+
+def soft_targets(answers):
+    """The returned distributions as training targets, ``(n, K)`` float32.
+
+    Entries are clipped to ``[0, 1]`` (a defense may round below 0); rows are
+    otherwise kept as answered (not renormalised), as in the reference
+    ``soft_cross_entropy`` ``-sum_k y_k log q_k``.
+    """
+    return np.clip(np.asarray(answers, dtype="float32"), 0.0, 1.0)
+
+
+def certainty_reward(answers):
+    """``r_cert = y_(1) - y_(2)``: the margin between the top two probabilities. ``(n, K) -> (n,)``."""
+    top2 = -np.sort(-answers, axis=1)[:, :2]
+    return top2[:, 0] - top2[:, 1]
+
+
+def diversity_reward(answer, recent):
+    """``r_div = sum_k max(0, y_k - mean(recent)_k)``: mass on classes seen less of late.
+
+    ``answer`` ``(K,)``, ``recent`` ``(m, K)`` the last answers (0 if ``m = 0``).
+    """
+    if len(recent) == 0:
+        return 0.0
+    return float(np.maximum(answer - recent.mean(axis=0), 0.0).sum())
+
+
+def loss_reward(answers, clone_probabilities, floor=1e-7):
+    """``r_loss = -sum_k y_k log q_k``: the clone's cross-entropy on the victim's answer. ``(n,)``."""
+    q = np.clip(clone_probabilities, floor, 1.0)
+    return -(answers * np.log(q)).sum(axis=1)
+
+
+def cluster_query_set(images, num_arms, seed=0, pooled_size=4):
+    """Arms for the adaptive strategy when the query set has no labels.
+
+    k-means (scikit-learn ``MiniBatchKMeans``) on the images average-pooled to
+    ``pooled_size x pooled_size x C`` (colour and layout, cheap).
+    ``(n, H, W, C) -> (n,)`` int arm ids in ``[0, num_arms)``.
+    """
+    from sklearn.cluster import MiniBatchKMeans
+
+    n, height, width, channels = images.shape
+    ph, pw = max(1, height // pooled_size), max(1, width // pooled_size)
+    cropped = images[:, : ph * pooled_size, : pw * pooled_size]
+    pooled = cropped.reshape(n, pooled_size, ph, pooled_size, pw, channels).mean(axis=(2, 4)).reshape(n, -1)
+    kmeans = MiniBatchKMeans(n_clusters=num_arms, random_state=seed, n_init=3, batch_size=1024)
+    return kmeans.fit_predict(pooled).astype("int64")
+
+
+class _RunningStats:
+    """Welford mean / variance of a stream of rewards (to standardise and to baseline)."""
+
+    def __init__(self, count=0, mean=0.0, m2=0.0):
+        self.count, self.mean, self.m2 = int(count), float(mean), float(m2)
+
+    def update(self, value):
+        self.count += 1
+        delta = value - self.mean
+        self.mean += delta / self.count
+        self.m2 += delta * (value - self.mean)
+
+    @property
+    def std(self):
+        return math.sqrt(self.m2 / self.count) if self.count > 1 else 1.0
+
+    def standardize(self, value):
+        return (value - self.mean) / (self.std + 1e-8) if self.count > 1 else 0.0
+
+    def to_list(self):
+        return [self.count, self.mean, self.m2]
+
+
+class _AugmentedBatches(keras.utils.PyDataset):
+    """Transfer-set batches with the reference train transform: pad-4 random crop + horizontal flip."""
+
+    def __init__(self, x, y, batch_size, seed, **kwargs):
+        super().__init__(**kwargs)
+        self.x, self.y, self.batch_size = x, y, batch_size
+        self._rng = np.random.default_rng(seed)
+        self._order = self._rng.permutation(len(x))
+
+    def __len__(self):
+        return math.ceil(len(self.x) / self.batch_size)
+
+    def __getitem__(self, index):
+        ids = self._order[index * self.batch_size : (index + 1) * self.batch_size]
+        x = self.x[ids]
+        n, h, w, _ = x.shape
+        padded = np.pad(x, ((0, 0), (4, 4), (4, 4), (0, 0)), mode="reflect")
+        dy, dx = self._rng.integers(0, 9, size=(2, n))
+        flip = self._rng.random(n) < 0.5
+        out = np.empty_like(x)
+        for i in range(n):
+            crop = padded[i, dy[i] : dy[i] + h, dx[i] : dx[i] + w]
+            out[i] = crop[:, ::-1] if flip[i] else crop
+        return out, self.y[ids]
+
+    def on_epoch_end(self):
+        self._order = self._rng.permutation(len(self.x))
+
+
+class KnockoffNets(Attack):
+    """KnockoffNets: query natural images, train a clone on the answers.
+
+    Transfer set ``D = {(x_i, y_i = F_V(x_i))}_{i < B}`` from the query set,
+    then the clone ``F_A`` minimises
+
+    .. math::
+
+        \\mathcal{L} = -\\frac{1}{|D|} \\sum_i \\sum_k t_{ik} \\log F_A(x_i)_k,
+        \\qquad t_i = y_i \\;(\\text{soft}) \\text{ or } \\mathrm{onehot}(\\arg\\max y_i) \\;(\\text{hard})
+
+    with SGD (lr 0.1, momentum 0.9, nesterov, coupled weight decay 5e-4,
+    cosine schedule over all steps, batch 64), the reference defaults.
+
+    Sampling strategies:
+
+    * ``"random"``: ``B`` images uniformly without replacement.
+    * ``"adaptive"``: the paper's gradient bandit over *arms* (the query set's
+      coarse labels given as ``query_labels``, else k-means clusters). Policy
+      ``pi_t = softmax(H_t)``; draw an arm ``a ~ pi_t``, an unused image of it,
+      query, reward ``r_t``; then with ``rbar_t`` the mean reward so far,
+
+      .. math::
+
+          H_{t+1}(a) = H_t(a) + \\alpha (r_t - \\bar r_t)(1 - \\pi_t(a)), \\quad
+          H_{t+1}(a') = H_t(a') - \\alpha (r_t - \\bar r_t)\\pi_t(a') \\;(a' \\ne a).
+
+      Rewards: ``"cert"`` top-1 minus top-2 probability; ``"div"``
+      ``sum_k max(0, y_k - mean_recent_k)``; ``"loss"`` the clone's
+      cross-entropy on the answer (the clone trains online, one SGD step per
+      round of ``adaptive_batch_size`` queries); ``"all"`` the sum of the three,
+      each standardised by its running mean and std.
+
+    Example:
+
+    >>> clone = KnockoffNets(make_clone, epochs=30).extract(victim, query_images, budget=10_000)  # doctest: +SKIP
+
+    Args:
+        make_clone: ``() -> keras.Model`` (uncompiled, softmax outputs).
+        strategy: ``"random"`` or ``"adaptive"`` (query sampling).
+        labels: ``"soft"`` (cross-entropy with the returned distribution) or
+            ``"hard"`` (with its argmax), chosen explicitly.
+        epochs: passes over the transfer set.
+        batch_size: clone training batch (64).
+        learning_rate: initial SGD rate (0.1).
+        seed: seeds sampling, initialisation and shuffling.
+        verbose: 0 silent, 1 progress bars (querying and ``fit``).
+        momentum, nesterov, weight_decay: SGD settings (0.9, True, 5e-4).
+        lr_schedule: ``"cosine"`` (default) or ``"constant"``.
+        reward: adaptive reward, ``"cert"``, ``"div"``, ``"loss"`` or ``"all"``.
+        num_arms: clusters when no ``query_labels`` (default ``min(50, n // 100)``, >= 2).
+        bandit_learning_rate: the bandit step ``alpha``.
+        adaptive_batch_size: queries per bandit round (8 in the reference).
+        diversity_window: answers averaged by the ``"div"`` reward.
+        query_batch_size: images per victim call for ``"random"`` (and per
+            checkpoint chunk).
+        augment: train with pad-4 random crops and horizontal flips (the
+            reference transform; off by default, as in IBM ART).
+        distribute_strategy: a ``tf.distribute.Strategy``; the clone is built
+            and compiled in its scope (TensorFlow backend).
+        checkpoint_dir: directory for paid-for queries and training state; a
+            rerun with the same directory resumes: answered queries are reused,
+            not asked again, and training continues from the last epoch.
+        jit_compile: passed to ``compile`` (``"auto"``).
+
+    Attributes (after :meth:`extract`):
+        history: ``fit`` history (``loss``, ``agreement`` per epoch...).
+        queries_used: victim answers in the transfer set (reused ones included).
+        query_indices: ``(B,)`` positions of the queried images in the query set.
+        answers: ``(B, K)`` the victim's answers, in query order.
+        arm_probabilities, arm_counts, rewards: adaptive bandit diagnostics.
+    """
+
+    def __init__(
+        self,
+        make_clone,
+        strategy="random",
+        labels="soft",
+        epochs=10,
+        batch_size=64,
+        learning_rate=0.1,
+        seed=0,
+        verbose=1,
+        momentum=0.9,
+        nesterov=True,
+        weight_decay=5e-4,
+        lr_schedule="cosine",
+        reward="all",
+        num_arms=None,
+        bandit_learning_rate=0.05,
+        adaptive_batch_size=8,
+        diversity_window=100,
+        query_batch_size=1024,
+        augment=False,
+        distribute_strategy=None,
+        checkpoint_dir=None,
+        jit_compile="auto",
+    ):
+        super().__init__(make_clone, seed=seed, verbose=verbose)
+        if not isinstance(strategy, str):
+            hint = " (a tf.distribute strategy goes in `distribute_strategy=`)" if hasattr(strategy, "scope") else ""
+            raise ValueError(f"`strategy` must be one of {_STRATEGIES}; got {strategy!r}{hint}.")
+        if strategy not in _STRATEGIES:
+            raise ValueError(f"`strategy` must be one of {_STRATEGIES}; got {strategy!r}.")
+        if labels not in _LABELS:
+            raise ValueError(f"`labels` must be one of {_LABELS}; got {labels!r}.")
+        if reward not in _REWARDS:
+            raise ValueError(f"`reward` must be one of {_REWARDS}; got {reward!r}.")
+        for name, value in (
+            ("epochs", epochs),
+            ("batch_size", batch_size),
+            ("adaptive_batch_size", adaptive_batch_size),
+            ("diversity_window", diversity_window),
+            ("query_batch_size", query_batch_size),
+        ):
+            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+                raise ValueError(f"`{name}` must be an int >= 1; got {value!r}.")
+        for name, value in (("learning_rate", learning_rate), ("bandit_learning_rate", bandit_learning_rate)):
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
+                raise ValueError(f"`{name}` must be a positive number; got {value!r}.")
+        if num_arms is not None and (not isinstance(num_arms, (int, np.integer)) or num_arms < 2):
+            raise ValueError(f"`num_arms` must be an int >= 2 or None; got {num_arms!r}.")
+        self.strategy = strategy
+        self.labels = labels
+        self.epochs = int(epochs)
+        self.batch_size = int(batch_size)
+        self.learning_rate = float(learning_rate)
+        self.momentum = float(momentum)
+        self.nesterov = bool(nesterov)
+        self.weight_decay = float(weight_decay)
+        self.lr_schedule = lr_schedule
+        self.reward = reward
+        self.num_arms = num_arms
+        self.bandit_learning_rate = float(bandit_learning_rate)
+        self.adaptive_batch_size = int(adaptive_batch_size)
+        self.diversity_window = int(diversity_window)
+        self.query_batch_size = int(query_batch_size)
+        self.augment = bool(augment)
+        self.distribute_strategy = check_distribute_strategy(distribute_strategy)
+        self.checkpoint_dir = None if checkpoint_dir is None else os.fspath(checkpoint_dir)
+        self.jit_compile = jit_compile
+        self.query_indices = None
+        self.answers = None
+        self.arm_probabilities = None
+        self.arm_counts = None
+        self.rewards = None
+
+    # -- public ---------------------------------------------------------------
+
+    def extract(self, victim, query_images, budget=None, query_labels=None, validation_data=None, callbacks=None):
+        """Query ``victim`` on (part of) ``query_images`` and train a clone.
+
+        Args:
+            victim: a :class:`~keras_dcp.attacks.BlackBox`.
+            query_images: float32 ``(n, H, W, C)`` in the victim's input range.
+            budget: queries to spend (``B <= n``); default: all the victim
+                allows, at most ``n``.
+            query_labels: optional ``(n,)`` int coarse labels of the query set,
+                the arms of the adaptive strategy.
+            validation_data: optional ``(x_val, y_val)`` with int labels,
+                evaluated after each epoch (reported as ``val_accuracy``).
+            callbacks: extra Keras callbacks for ``fit``.
+
+        Returns:
+            The trained clone, a compiled ``keras.Model``.
+        """
+        victim = self._check_victim(victim)
+        query_images = self._check_images(query_images, victim)
+        budget = self._resolve_budget(victim, budget, available=len(query_images))
+        if query_labels is not None:
+            query_labels = np.asarray(query_labels).reshape(-1)
+            if query_labels.shape[0] != len(query_images):
+                raise ValueError(
+                    f"`query_labels` has {query_labels.shape[0]} entries for {len(query_images)} query images."
+                )
+        keras.utils.set_random_seed(self.seed)
+        store = self._open_store(query_images, budget, query_labels)
+
+        with strategy_scope(self.distribute_strategy):
+            clone = self._new_clone(query_images[:1])
+        if self.strategy == "random":
+            indices, answers = self._sample_random(victim, query_images, budget, store)
+        else:
+            indices, answers = self._sample_adaptive(victim, query_images, budget, query_labels, clone, store)
+        self.query_indices, self.answers = indices, answers
+        self.queries_used = int(len(indices))
+
+        targets = soft_targets(answers) if self.labels == "soft" else hard_targets(answers)
+        self._train(clone, query_images[indices], targets, validation_data, callbacks, store)
+        return clone
+
+    # -- sampling -------------------------------------------------------------
+
+    @staticmethod
+    def _check_images(images, victim):
+        if not isinstance(images, np.ndarray) or images.ndim != 4:
+            raise ValueError(
+                f"`query_images` must be a numpy array (n, H, W, C); got {getattr(images, 'shape', type(images))}."
+            )
+        if not np.issubdtype(images.dtype, np.floating):
+            raise ValueError(f"`query_images` must be float32 in {victim.input_range}; got dtype {images.dtype}.")
+        return images.astype("float32", copy=False)
+
+    def _open_store(self, query_images, budget, query_labels):
+        if self.checkpoint_dir is None:
+            return None
+        store = QueryStore(self.checkpoint_dir)
+        store.check_meta(
+            {
+                "attack": type(self).__name__,
+                "strategy": self.strategy,
+                "reward": self.reward if self.strategy == "adaptive" else None,
+                "seed": self.seed,
+                "budget": int(budget),
+                "query_images": fingerprint(query_images),
+                "query_labels": None if query_labels is None else fingerprint(query_labels),
+            }
+        )
+        return store
+
+    def _sample_random(self, victim, query_images, budget, store):
+        """``B`` images uniformly without replacement: the first ``B`` of a seeded permutation."""
+        order = np.random.default_rng(self.seed).permutation(len(query_images))[:budget]
+        done = store.load("indices", "answers") if store is not None else {}
+        answered = int(len(done.get("indices", ())))
+        if answered and not np.array_equal(done["indices"], order[:answered]):
+            raise ValueError(f"Checkpoint {self.checkpoint_dir!r} holds other queries than this run would ask.")
+        indices = [done["indices"]] if answered else []
+        answers = [done["answers"]] if answered else []
+        progbar = make_progbar(budget, self.verbose)
+        if progbar is not None:
+            progbar.update(answered)
+        for start in range(answered, budget, self.query_batch_size):
+            batch = order[start : min(start + self.query_batch_size, budget)]
+            y = victim.query(query_images[batch], tag="knockoff-random")
+            if store is not None:
+                store.append(indices=batch, answers=y)
+            indices.append(batch)
+            answers.append(y)
+            if progbar is not None:
+                progbar.update(start + len(batch))
+        return np.concatenate(indices).astype("int64"), np.concatenate(answers).astype("float32")
+
+    def _sample_adaptive(self, victim, query_images, budget, query_labels, clone, store):
+        """The gradient-bandit transfer set (see the class docstring)."""
+        n = len(query_images)
+        if query_labels is None:
+            num_arms = self.num_arms or int(min(50, max(2, n // 100)))
+            arms_of_image = cluster_query_set(query_images, num_arms, seed=self.seed)
+        else:
+            _, arms_of_image = np.unique(query_labels, return_inverse=True)
+        num_arms = int(arms_of_image.max()) + 1
+        rng = np.random.default_rng(self.seed)
+        # Each arm's images in a seeded random order; an arm pops from its end.
+        pools = [list(rng.permutation(np.flatnonzero(arms_of_image == a))) for a in range(num_arms)]
+        preferences = np.zeros(num_arms)
+        baseline = _RunningStats()
+        term_stats = {name: _RunningStats() for name in ("cert", "div", "loss")}
+        needs_clone = self.reward in ("loss", "all")
+        if needs_clone:
+            with strategy_scope(self.distribute_strategy):
+                clone.compile(
+                    optimizer=reference_sgd(
+                        self.learning_rate, momentum=self.momentum, nesterov=self.nesterov,
+                        weight_decay=self.weight_decay, schedule="constant",
+                    ),
+                    loss=keras.losses.CategoricalCrossentropy(),
+                    jit_compile=self.jit_compile,
+                )
+
+        indices, answers, arms, rewards = [], [], [], []
+        if store is not None:
+            done = store.load("indices", "answers", "arms", "rewards")
+            state = store.read_state()
+            if done:
+                indices, answers = [done["indices"]], [done["answers"]]
+                arms, rewards = [done["arms"]], [done["rewards"]]
+                used = set(done["indices"].tolist())
+                pools = [[i for i in pool if i not in used] for pool in pools]
+            if state:
+                preferences = np.asarray(state["preferences"], dtype="float64")
+                baseline = _RunningStats(*state["baseline"])
+                term_stats = {k: _RunningStats(*v) for k, v in state["term_stats"].items()}
+                rng.bit_generator.state = state["rng"]
+            online_weights = store.path("online.weights.h5")
+            if needs_clone and os.path.exists(online_weights):
+                clone.load_weights(online_weights)
+        answered = int(sum(len(i) for i in indices))
+        recent = np.concatenate(answers)[-self.diversity_window :] if answered else np.zeros((0, 1))
+        progbar = make_progbar(budget, self.verbose)
+        if progbar is not None:
+            progbar.update(answered)
+        rounds = 0
+        while answered < budget:
+            size = min(self.adaptive_batch_size, budget - answered)
+            batch_idx, batch_arms, batch_pi = [], [], []
+            for _ in range(size):
+                policy = _policy(preferences, pools)
+                arm = int(rng.choice(num_arms, p=policy))
+                batch_idx.append(int(pools[arm].pop()))
+                batch_arms.append(arm)
+                batch_pi.append(policy)
+            batch_idx = np.asarray(batch_idx, dtype="int64")
+            x = query_images[batch_idx]
+            y = victim.query(x, tag="knockoff-adaptive")
+            clone_probs = keras.ops.convert_to_numpy(clone.predict_on_batch(x)) if needs_clone else None
+            batch_rewards = self._rewards(y, clone_probs, recent, term_stats)
+            for arm, policy, r in zip(batch_arms, batch_pi, batch_rewards):
+                baseline.update(r)
+                step = self.bandit_learning_rate * (r - baseline.mean)
+                preferences -= step * policy
+                preferences[arm] += step
+            recent = np.concatenate([recent.reshape(-1, y.shape[1]), y])[-self.diversity_window :]
+            if needs_clone:
+                targets = soft_targets(y) if self.labels == "soft" else hard_targets(y)
+                clone.train_on_batch(x, targets)
+            indices.append(batch_idx)
+            answers.append(y)
+            arms.append(np.asarray(batch_arms, dtype="int64"))
+            rewards.append(np.asarray(batch_rewards, dtype="float32"))
+            answered += size
+            rounds += 1
+            if store is not None:
+                store.append(indices=batch_idx, answers=y, arms=arms[-1], rewards=rewards[-1])
+                store.write_state(
+                    {
+                        "preferences": preferences.tolist(),
+                        "baseline": baseline.to_list(),
+                        "term_stats": {k: v.to_list() for k, v in term_stats.items()},
+                        "rng": rng.bit_generator.state,
+                    }
+                )
+                if needs_clone and (rounds % 50 == 0 or answered >= budget):
+                    clone.save_weights(store.path("online.weights.h5"))
+            if progbar is not None:
+                progbar.update(answered)
+        arms_all = np.concatenate(arms) if arms else np.zeros((0,), "int64")
+        self.arm_probabilities = _policy(preferences, [[0]] * num_arms)
+        self.arm_counts = np.bincount(arms_all, minlength=num_arms)
+        self.rewards = np.concatenate(rewards) if rewards else np.zeros((0,), "float32")
+        return np.concatenate(indices).astype("int64"), np.concatenate(answers).astype("float32")
+
+    def _rewards(self, answers, clone_probs, recent, term_stats):
+        """Per-sample reward of a round, ``(n, K) -> list of n floats``."""
+        cert = certainty_reward(answers)
+        window = recent.reshape(-1, answers.shape[1])
+        div = []
+        for row in answers:
+            div.append(diversity_reward(row, window))
+            window = np.concatenate([window, row[None]])[-self.diversity_window :]
+        div = np.asarray(div)
+        if self.reward == "cert":
+            return cert.tolist()
+        if self.reward == "div":
+            return div.tolist()
+        loss = loss_reward(answers, clone_probs)
+        if self.reward == "loss":
+            return loss.tolist()
+        out = []
+        for c, d, l in zip(cert, div, loss):
+            for name, value in (("cert", c), ("div", d), ("loss", l)):
+                term_stats[name].update(float(value))
+            out.append(sum(term_stats[k].standardize(float(v)) for k, v in (("cert", c), ("div", d), ("loss", l))))
+        return out
+
+    # -- training -------------------------------------------------------------
+
+    def _train(self, clone, x, targets, validation_data, callbacks, store):
+        steps_per_epoch = math.ceil(len(x) / self.batch_size)
+        with strategy_scope(self.distribute_strategy):
+            clone.compile(
+                optimizer=reference_sgd(
+                    self.learning_rate,
+                    total_steps=self.epochs * steps_per_epoch,
+                    momentum=self.momentum,
+                    nesterov=self.nesterov,
+                    weight_decay=self.weight_decay,
+                    schedule=self.lr_schedule,
+                ),
+                loss=keras.losses.CategoricalCrossentropy(),
+                metrics=[keras.metrics.CategoricalAccuracy(name="agreement")],
+                jit_compile=self.jit_compile,
+            )
+        final_weights = store.path("clone.weights.h5") if store is not None else None
+        if final_weights is not None and os.path.exists(final_weights):
+            clone.optimizer.build(clone.trainable_variables)
+            clone.load_weights(final_weights)
+            self.history = store.read_state().get("history", {})
+            return
+        callbacks = list(callbacks or [])
+        if store is not None:
+            # First, so an epoch is saved before any user callback can stop the run.
+            callbacks.insert(0, keras.callbacks.BackupAndRestore(store.path("train"), delete_checkpoint=False))
+        if validation_data is not None:
+            x_val, y_val = validation_data
+            y_val = np.asarray(y_val)
+            if y_val.ndim == 1:
+                y_val = np.eye(targets.shape[1], dtype="float32")[y_val]
+            validation_data = (np.asarray(x_val, "float32"), y_val)
+        if self.augment:
+            data = _AugmentedBatches(x, targets, self.batch_size, self.seed)
+            fit_args = dict(x=data)
+        else:
+            fit_args = dict(x=x, y=targets, batch_size=self.batch_size, shuffle=True)
+        history = clone.fit(
+            **fit_args,
+            epochs=self.epochs,
+            verbose=self.verbose,
+            validation_data=validation_data,
+            callbacks=callbacks,
+        )
+        self.history = {k: [float(v) for v in vals] for k, vals in history.history.items()}
+        if store is not None:
+            clone.save_weights(final_weights)
+            state = store.read_state()
+            state["history"] = self.history
+            store.write_state(state)
+
+
+def _policy(preferences, pools):
+    """``softmax(H)`` over the arms that still have images (empty arms get 0)."""
+    alive = np.array([len(p) > 0 for p in pools])
+    logits = np.where(alive, preferences, -np.inf)
+    logits = logits - logits[alive].max()
+    weights = np.exp(logits)
+    return weights / weights.sum()
+
+
+class KnockoffNetsLabelOnly(KnockoffNets):
+    """The label-only attacker: KnockoffNets trained on argmax labels only.
+
+    .. math::
+
+        \\mathcal{L} = -\\frac{1}{B}\\sum_i \\log F_A(x_i)_{\\arg\\max_k y_{ik}}
+
+    It never looks at the returned probabilities, only at the top-1 class, so
+    it works against a ``BlackBox(output="label")`` and is blind to any
+    defense that keeps the top-1 label (DCP with ``preserve_top1``, rounding,
+    top-k): the natural bypass that every evaluation must include.
+
+    Args:
+        make_clone: ``() -> keras.Model`` (uncompiled, softmax outputs).
+        **kwargs: :class:`KnockoffNets` arguments except ``labels``.
+    """
+
+    def __init__(self, make_clone, **kwargs):
+        if "labels" in kwargs and kwargs["labels"] != "hard":
+            raise ValueError("KnockoffNetsLabelOnly always trains on hard labels; drop `labels`.")
+        kwargs["labels"] = "hard"
+        super().__init__(make_clone, **kwargs)

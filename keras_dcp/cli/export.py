@@ -1,0 +1,90 @@
+"""``keras-dcp export MODEL.keras -o OUT.tflite``: TFLite export, quantized or not."""
+
+from __future__ import annotations
+
+
+def add_parser(subparsers, command):
+    parser = subparsers.add_parser(
+        command,
+        help="export a (protected) .keras model to .tflite (float, fp16, dynamic or int8)",
+        description="Convert MODEL (.keras) to a TFLite flatbuffer. int8 is full integer "
+        "(int8 input and output) and needs --representative. With --defense the model is "
+        "protected first (as `keras-dcp protect` would).",
+    )
+    parser.add_argument("model", help="a .keras model (protected or not)")
+    parser.add_argument("-o", "--output", required=True, help="the .tflite file to write")
+    parser.add_argument("--quantize", choices=("none", "fp16", "dynamic", "int8"), default="none")
+    parser.add_argument(
+        "--representative",
+        help="calibration data for int8: an .npz with an `x` array, or a dataset name "
+        "(cifar10, mnist: read from ../shared/data/<name>/train.npz)",
+    )
+    parser.add_argument("--num-calibration", type=int, default=500, help="representative samples used (default 500)")
+    parser.add_argument(
+        "--input-range", choices=("unit", "raw"), default="unit",
+        help="uint8 representative images are divided by 255 (unit, the zoo's [0, 1] inputs) or fed as-is (raw)",
+    )
+    parser.add_argument("--io", choices=("int8", "float"), default="int8",
+                        help="int8 model: int8 (default) or float32 input/output")
+    parser.add_argument("--tail", choices=("float", "int8"), default=None,
+                        help="int8 model: keep head + softmax + defense in float32 (default) or all int8")
+    parser.add_argument("--defense", help="protect first with this defense spec (e.g. dcp:beta=0.7)")
+    parser.add_argument("--edgetpu", action="store_true",
+                        help="Edge TPU formulation of DCP (all int8, Edge TPU ops only); implies --quantize int8 --tail int8")
+    return parser
+
+
+def load_representative(spec, input_range="unit", data_root=None):
+    """The representative array named by ``spec`` (an .npz path or a dataset name)."""
+    import os
+
+    import numpy as np
+
+    if spec is None:
+        return None
+    path = spec
+    if not os.path.exists(path):
+        root = data_root or os.environ.get("KERAS_DCP_DATA", os.path.join(os.getcwd(), "..", "shared", "data"))
+        path = os.path.join(root, spec, "train.npz")
+        if not os.path.exists(path):
+            raise FileNotFoundError(f"--representative {spec!r}: neither a file nor a dataset under {root}.")
+    with np.load(path) as data:
+        if "x" not in data:
+            raise ValueError(f"--representative {path}: the .npz has no `x` array (keys: {', '.join(data.files)}).")
+        x = data["x"]
+    if x.dtype == np.uint8 and input_range == "unit":
+        return x.astype("float32") / 255.0
+    return x.astype("float32")
+
+
+def run(args):
+    import keras
+
+    from keras_dcp.tflite import export_tflite, protect_for_edgetpu
+
+    model = keras.saving.load_model(args.model, safe_mode=True)
+    quantize, tail = args.quantize, args.tail or "float"
+    if args.defense:
+        from keras_dcp.defenses.spec import build_defense
+        from keras_dcp.protect import protect
+
+        defense = build_defense(args.defense)
+        if defense is not None and not args.edgetpu:
+            model = protect(model, defense)
+    if args.edgetpu:
+        from keras_dcp.defenses.deception import DeceptionLayer
+        from keras_dcp.defenses.spec import build_defense
+
+        defense = build_defense(args.defense) if args.defense else DeceptionLayer()
+        if not isinstance(defense, DeceptionLayer):
+            raise ValueError("--edgetpu protects with DCP only (--defense dcp:...).")
+        model = protect_for_edgetpu(model, defense)
+        quantize, tail = "int8", "int8"
+    representative = load_representative(args.representative, args.input_range)
+    content = export_tflite(
+        model, args.output, quantize=quantize, representative=representative,
+        io_type=args.io, tail=tail, num_calibration=args.num_calibration,
+    )
+    print(f"wrote {args.output} ({len(content) / 1024:.0f} KiB, quantize={quantize}"
+          + (f", io={args.io}, tail={tail}" if quantize == "int8" else "") + ")")
+    return 0

@@ -1,0 +1,349 @@
+"""``run_experiment``: every defense setting against every attack, as one results dict.
+
+For each defense spec ``d`` the victim ``f`` is served as
+``f_d = keras_dcp.protect(f, d)`` (or ``f`` itself for ``none``) behind a
+metered :class:`keras_dcp.attacks.BlackBox`; each attack steals a clone from
+it with the same seed, query images and budget; the clone is scored on the
+victim's test set. Backend-agnostic: Keras 3 and NumPy only (MAZE and DFME
+bring TensorFlow in through :mod:`keras_dcp.attacks` when asked for).
+"""
+
+from __future__ import annotations
+
+import inspect
+import time
+
+import keras
+import numpy as np
+
+from keras_dcp.data.images import to_float
+from keras_dcp.defenses.spec import build_defense, describe
+from keras_dcp.experiments.schema import validate_results
+
+#: Attack name -> (class name in keras_dcp.attacks, needs query images).
+ATTACKS = {
+    "knockoff": ("KnockoffNets", True),
+    "knockoff-label": ("KnockoffNetsLabelOnly", True),
+    "maze": ("MAZE", False),
+    "dfme": ("DFME", False),
+}
+#: An answer counts as perturbed when some probability moved by more than this.
+PERTURBED_TOLERANCE = 1e-6
+
+
+class DefenseMeter:
+    """The defended victim as a callable that also measures what the defense did.
+
+    ``meter(x)`` returns the protected model's answers ``y'`` ``(n, K)``; while
+    ``recording`` it also runs the undefended victim for ``y`` and accumulates
+    ``sum_i ||y'_i - y_i||_1`` and ``#{i : max_k |y'_ik - y_ik| > 1e-6}``.
+    Wrapped in a :class:`~keras_dcp.attacks.BlackBox` it sees exactly the
+    attacker's paid-for queries; evaluation happens after ``recording`` is
+    turned off.
+    """
+
+    def __init__(self, protected, undefended, batch_size=256):
+        self.protected = protected
+        self.undefended = undefended
+        self.batch_size = batch_size
+        self.recording = True
+        self.count = 0
+        self.l1_sum = 0.0
+        self.perturbed = 0
+
+    def __call__(self, x):
+        y_defended = _predict(self.protected, x, self.batch_size)
+        if self.recording:
+            y = y_defended if self.protected is self.undefended else _predict(self.undefended, x, self.batch_size)
+            delta = np.abs(y_defended.astype("float64") - y.astype("float64"))
+            self.count += len(x)
+            self.l1_sum += float(delta.sum())
+            self.perturbed += int(np.sum(delta.max(axis=1) > PERTURBED_TOLERANCE)) if len(x) else 0
+        return y_defended
+
+    @property
+    def l1_distance(self):
+        """Mean ``||y' - y||_1`` over the recorded queries (0 with none)."""
+        return self.l1_sum / self.count if self.count else 0.0
+
+    @property
+    def perturbed_fraction(self):
+        """Share of recorded queries the defense changed."""
+        return self.perturbed / self.count if self.count else 0.0
+
+
+def _predict(model, x, batch_size=256):
+    """``model(x)`` as float32 NumPy, ``(n, ...) -> (n, K)``.
+
+    Small batches are zero-padded to a power of two so a backend that
+    compiles per input shape (JAX, tf.function) compiles a few times, not once
+    per odd batch size.
+    """
+    n = len(x)
+    if n <= batch_size:
+        padded_size = 1 << max(0, (n - 1).bit_length())
+        if padded_size != n:
+            x = np.concatenate([x, np.zeros((padded_size - n, *x.shape[1:]), x.dtype)])
+        return np.asarray(keras.ops.convert_to_numpy(model.predict_on_batch(x)), "float32")[:n]
+    return np.asarray(model.predict(x, batch_size=batch_size, verbose=0), "float32")
+
+
+def make_attack(name, make_clone, epochs=10, batch_size=64, learning_rate=0.1, seed=0, verbose=0,
+                distribute_strategy=None, options=None):
+    """Instantiate the attack ``name`` (a key of :data:`ATTACKS`).
+
+    ``seed``, ``verbose`` and ``distribute_strategy`` go to every attack;
+    ``epochs``, ``batch_size`` and ``learning_rate`` (clone training) to the
+    KnockoffNets variants only. ``options`` (a dict) adds or overrides
+    attack-specific constructor arguments.
+    """
+    if name not in ATTACKS:
+        raise ValueError(f"Unknown attack {name!r}; choose from {', '.join(ATTACKS)}.")
+    from keras_dcp import attacks
+
+    class_name, _ = ATTACKS[name]
+    try:
+        cls = getattr(attacks, class_name)
+    except (AttributeError, ImportError) as error:
+        raise ValueError(f"Attack {name!r} ({class_name}) is not available: {error}") from None
+    common = {"seed": seed, "verbose": verbose, "distribute_strategy": distribute_strategy}
+    if ATTACKS[name][1]:
+        # Clone-training settings of KnockoffNets; MAZE and DFME keep their own
+        # (generator batch, clone iterations), set through ``options``.
+        common.update(epochs=epochs, batch_size=batch_size, learning_rate=learning_rate)
+    accepted = inspect.signature(cls.__init__).parameters
+    takes_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in accepted.values())
+    kwargs = {k: v for k, v in common.items() if (k in accepted or takes_any) and v is not None}
+    kwargs.update(options or {})
+    return cls(make_clone, **kwargs)
+
+
+def _default_make_clone(victim):
+    """A fresh copy of the victim's architecture (new random weights): the paper's setting."""
+
+    def make_clone():
+        return keras.models.clone_model(victim)
+
+    return make_clone
+
+
+def best_responses(runs):
+    """Per defense setting and budget, the attack with the highest clone accuracy.
+
+    A thief picks what works, so a defense setting is only as strong as its
+    best response. Runs are grouped by ``(defense, params, budget)``.
+
+    Returns:
+        A list of dicts ``{defense, params, budget, defender_accuracy, attack,
+        attacker_accuracy, l1_distance}``, in the order the groups first appear.
+    """
+    groups = {}
+    for run in runs:
+        key = (run["defense"], repr(sorted(run["params"].items())), run.get("budget"))
+        best = groups.get(key)
+        if best is None or run["attacker_accuracy"] > best["attacker_accuracy"]:
+            groups[key] = run
+    return [
+        {
+            "defense": run["defense"],
+            "params": run["params"],
+            "budget": run.get("budget"),
+            "defender_accuracy": run["defender_accuracy"],
+            "attack": run["attack"],
+            "attacker_accuracy": run["attacker_accuracy"],
+            "l1_distance": run["l1_distance"],
+        }
+        for run in groups.values()
+    ]
+
+
+def run_experiment(
+    victim,
+    x_test,
+    y_test,
+    x_queries=None,
+    defenses=("none", "dcp"),
+    attacks=("knockoff", "knockoff-label"),
+    budget=None,
+    make_clone=None,
+    epochs=10,
+    batch_size=64,
+    learning_rate=0.1,
+    seed=0,
+    dataset="unknown",
+    distribute_strategy=None,
+    attack_options=None,
+    verbose=1,
+    eval_batch_size=256,
+):
+    """Attack every defense setting with every attack; return the results dict.
+
+    For defense setting ``d`` and attack ``a``: serve ``f_d`` (the victim
+    protected with ``d``), let ``a`` steal a clone ``g`` with ``budget``
+    queries, then record over the test set ``(x_i, y_i)_{i<n}``
+
+    * ``defender_accuracy = mean_i [argmax f_d(x_i) = y_i]``,
+    * ``attacker_accuracy = mean_i [argmax g(x_i) = y_i]``,
+    * ``agreement = mean_i [argmax g(x_i) = argmax f_d(x_i)]`` (and
+      ``agreement_undefended`` against ``f``),
+
+    and over the attacker's queries ``q_j`` the mean ``||f_d(q_j) - f(q_j)||_1``
+    (``l1_distance``) and the share of answers changed (``perturbed_fraction``).
+    Every run uses the same seed, so the same query subset and clone
+    initialisation: differences come from the defense.
+
+    Args:
+        victim: the undefended ``keras.Model`` (probabilities out), or a path
+            to a ``.keras`` file.
+        x_test, y_test: the victim's test set; images uint8 or float in
+            ``[0, 1]``, shape ``(n, H, W, C)``; int labels ``(n,)``.
+        x_queries: the thief's natural images for KnockoffNets, same shape
+            convention (not needed for ``maze``/``dfme`` alone).
+        defenses: defense specs (``"none"``, ``"dcp:beta=0.7,gamma=0.2"``,
+            ``"rs:beta=0.5"``...; see :func:`keras_dcp.build_defense`).
+        attacks: names from :data:`ATTACKS`.
+        budget: queries per attack; default all of ``x_queries`` (required
+            for ``maze``/``dfme``).
+        make_clone: ``() -> keras.Model`` (uncompiled, softmax out); default
+            the victim's architecture with fresh weights.
+        epochs, batch_size, learning_rate: clone training settings.
+        seed: seeds every attack.
+        dataset: name recorded in ``results["victim"]["dataset"]``.
+        distribute_strategy: a ``tf.distribute.Strategy`` passed to the attacks.
+        attack_options: ``{attack name: {kwarg: value}}`` extra constructor
+            arguments per attack.
+        verbose: 0 silent; 1 a progress bar over runs; 2 also the attacks'
+            own progress bars.
+        eval_batch_size: batch size for test-set predictions.
+
+    Returns:
+        The results dict (see :mod:`keras_dcp.experiments.schema`), with
+        ``best_responses`` and ``config`` added.
+    """
+    from keras_dcp import attacks as attack_lib
+    from keras_dcp.protect import protect
+
+    if isinstance(victim, str):
+        import keras_dcp  # noqa: F401  (registers the defense layers)
+
+        victim = keras.saving.load_model(victim, compile=False)
+    if not isinstance(victim, keras.Model):
+        raise ValueError(f"`victim` must be a keras.Model or a .keras path; got {type(victim).__name__}.")
+    defenses = [defenses] if isinstance(defenses, str) else list(defenses)
+    attacks = [attacks] if isinstance(attacks, str) else list(attacks)
+    if not defenses:
+        raise ValueError("Give at least one defense spec (use 'none' for the undefended victim).")
+    if not attacks:
+        raise ValueError("Give at least one attack.")
+    for name in attacks:
+        if name not in ATTACKS:
+            raise ValueError(f"Unknown attack {name!r}; choose from {', '.join(ATTACKS)}.")
+    layers = [(spec, build_defense(spec)) for spec in defenses]  # fail on bad specs before any work
+
+    x_test = to_float(x_test)
+    y_test = np.asarray(y_test).reshape(-1).astype("int64")
+    if x_test.ndim != 4 or len(x_test) != len(y_test) or not len(x_test):
+        raise ValueError(f"x_test {x_test.shape} and y_test {y_test.shape} must be n > 0 images and n labels.")
+    input_shape = tuple(victim.input_shape[1:])
+    if x_test.shape[1:] != input_shape:
+        raise ValueError(f"Test images have shape {x_test.shape[1:]}; the victim takes {input_shape}.")
+    needs_queries = any(ATTACKS[name][1] for name in attacks)
+    if needs_queries:
+        if x_queries is None:
+            raise ValueError("KnockoffNets attacks need query images (x_queries).")
+        x_queries = to_float(x_queries)
+        if x_queries.shape[1:] != input_shape:
+            raise ValueError(f"Query images have shape {x_queries.shape[1:]}; the victim takes {input_shape}.")
+        if budget is None:
+            budget = len(x_queries)
+        if budget > len(x_queries):
+            raise ValueError(f"budget={budget} exceeds the {len(x_queries)} query images.")
+    if budget is None:
+        raise ValueError("Give a query budget for MAZE/DFME.")
+    if isinstance(budget, bool) or not isinstance(budget, (int, np.integer)) or budget < 1:
+        raise ValueError(f"`budget` must be an int >= 1; got {budget!r}.")
+    budget = int(budget)
+    make_clone = make_clone or _default_make_clone(victim)
+    num_classes = int(victim.output_shape[-1])
+
+    undefended_test = _predict(victim, x_test, eval_batch_size)
+    victim_accuracy = float(np.mean(np.argmax(undefended_test, axis=1) == y_test))
+    runs = []
+    progress = _progress(len(layers) * len(attacks), verbose)
+    for spec, layer in layers:
+        name, params = describe(layer)
+        served = victim if layer is None else protect(victim, layer)
+        defended_test = _predict(served, x_test, eval_batch_size)
+        defender_accuracy = float(np.mean(np.argmax(defended_test, axis=1) == y_test))
+        for attack_name in attacks:
+            if progress is not None:
+                progress.set_description(f"{spec} / {attack_name}")
+            keras.utils.set_random_seed(seed)
+            meter = DefenseMeter(served, victim)
+            black_box = attack_lib.BlackBox(
+                meter, budget=budget, input_shape=input_shape, num_classes=num_classes, batch_size=eval_batch_size
+            )
+            attack = make_attack(
+                attack_name, make_clone, epochs=epochs, batch_size=batch_size, learning_rate=learning_rate,
+                seed=seed, verbose=1 if verbose >= 2 else 0, distribute_strategy=distribute_strategy,
+                options=(attack_options or {}).get(attack_name),
+            )
+            started = time.perf_counter()
+            if ATTACKS[attack_name][1]:
+                clone = attack.extract(black_box, x_queries, budget=budget)
+            else:
+                clone = attack.extract(black_box, budget=budget)
+            seconds = time.perf_counter() - started
+            meter.recording = False
+            report = attack_lib.evaluate_clone(clone, black_box, x_test, y_test, undefended=victim)
+            runs.append(
+                {
+                    "defense": name,
+                    "params": params,
+                    "spec": spec,
+                    "attack": attack_name,
+                    "budget": budget,
+                    "queries_used": int(black_box.queries_used),
+                    "defender_accuracy": defender_accuracy,
+                    "attacker_accuracy": float(report["attacker_accuracy"]),
+                    "agreement": float(report["agreement"]),
+                    "agreement_undefended": float(report["agreement_undefended"]),
+                    "l1_distance": float(meter.l1_distance),
+                    "perturbed_fraction": float(meter.perturbed_fraction),
+                    "seconds": float(seconds),
+                }
+            )
+            if progress is not None:
+                progress.update(1)
+                progress.set_postfix(clone=f"{report['attacker_accuracy']:.3f}")
+    if progress is not None:
+        progress.close()
+    results = {
+        "victim": {
+            "dataset": str(dataset),
+            "accuracy": victim_accuracy,
+            "architecture": victim.name,
+            "num_classes": num_classes,
+            "test_images": int(len(x_test)),
+        },
+        "runs": runs,
+        "best_responses": best_responses(runs),
+        "config": {
+            "budget": budget,
+            "query_images": None if x_queries is None else int(len(x_queries)),
+            "epochs": int(epochs),
+            "batch_size": int(batch_size),
+            "learning_rate": float(learning_rate),
+            "seed": int(seed),
+            "backend": keras.backend.backend(),
+        },
+    }
+    return validate_results(results)
+
+
+def _progress(total, verbose):
+    if not verbose:
+        return None
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, unit="run", desc="attacks", leave=True)

@@ -1,0 +1,78 @@
+"""QAT: tf_keras twins of the defenses, Keras 3 -> tf_keras, QAT -> protected -> int8 TFLite."""
+
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+
+import keras_dcp  # noqa: E402
+
+tf_keras = pytest.importorskip("tf_keras")
+pytest.importorskip("tensorflow_model_optimization")
+
+from keras_dcp import qat  # noqa: E402
+from keras_dcp.tflite import audit_tflite, export_tflite, predict  # noqa: E402
+from tests.test_tflite_export import tiny_classifier  # noqa: E402
+
+DEFENSES = [
+    keras_dcp.DeceptionLayer(beta=0.7, gamma=0.2),
+    keras_dcp.DeceptionLayer(beta=1.2, gamma=0.3, tau=0.9, l1_budget=0.5, preserve_top1=True),
+    keras_dcp.ReverseSigmoid(beta=1.0, gamma=0.2),
+    keras_dcp.Rounding(2),
+    keras_dcp.TopK(2),
+    keras_dcp.TopLabel(),
+]
+
+
+@pytest.mark.parametrize("defense", DEFENSES, ids=lambda d: type(d).__name__)
+def test_twin_runs_the_same_math(defense, rng):
+    y = rng.dirichlet(np.full(10, 0.5), size=64).astype("float32")
+    twin = qat.twin_of(defense)
+    assert isinstance(twin, tf_keras.layers.Layer)
+    np.testing.assert_array_equal(twin(y).numpy(), keras.ops.convert_to_numpy(defense(y)))
+    np.testing.assert_array_equal(twin(y, training=True).numpy(), y)
+
+
+def test_twin_config_round_trip_and_registration():
+    twin = qat.twin_of(keras_dcp.DeceptionLayer(beta=0.5, tau=0.6))
+    inputs = tf_keras.Input((4,))
+    model = tf_keras.Model(inputs, twin(inputs))
+    restored = tf_keras.models.model_from_json(model.to_json())
+    assert type(restored.layers[-1]).__name__ == "DeceptionLayer"
+    assert restored.layers[-1].get_config()["beta"] == 0.5 and restored.layers[-1].tau == 0.6
+    assert tf_keras.utils.get_registered_name(type(twin)) == "keras_dcp>DeceptionLayer"
+    with pytest.raises(ValueError, match="beta"):
+        qat.twin_class(keras_dcp.DeceptionLayer)(beta=-1.0)
+
+
+def test_to_tf_keras_keeps_predictions():
+    model = tiny_classifier(seed=3)
+    converted = qat.to_tf_keras(model)
+    x = np.random.default_rng(0).random((16, 8, 8, 3)).astype("float32")
+    np.testing.assert_allclose(converted.predict(x, verbose=0), model.predict(x, verbose=0), atol=1e-5)
+    assert [layer.name for layer in converted.layers] == [layer.name for layer in model.layers]
+
+
+def test_qat_victim_to_protected_int8_tflite():
+    rng = np.random.default_rng(0)
+    x = rng.random((96, 8, 8, 3)).astype("float32")
+    y = rng.integers(0, 10, size=96)
+    qat_model = qat.quantize_model(qat.to_tf_keras(tiny_classifier(seed=1)))
+    history = qat.train_qat(qat_model, x, y, epochs=1, batch_size=32, verbose=0)
+    assert np.isfinite(history["loss"]).all()
+    protected = qat.protect_qat(qat_model, keras_dcp.DeceptionLayer(beta=0.7, gamma=0.2))
+    # A QAT backbone keeps its trained ranges: no representative data needed.
+    content = export_tflite(protected, None, quantize="int8")
+    report = audit_tflite(content)
+    assert report["inputs"][0]["dtype"] == "int8" and report["outputs"][0]["dtype"] == "int8"
+    types = {op["op"]: set(op["output_types"]) for op in report["ops"]}
+    assert types["CONV_2D"] == {"int8"} and types["LOG"] == {"float32"}
+    out = predict(content, x)
+    reference = protected.predict(x, verbose=0)
+    np.testing.assert_allclose(out.sum(1), 1.0, atol=10 / 255)
+    # int8 backbone with the trained ranges + float tail: about 0.01 here
+    # (ResNet-20 numbers in docs/results/tflite.md).
+    assert np.abs(out - reference).sum(1).mean() < 0.05
