@@ -67,6 +67,7 @@ def parse_args(argv=None):
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--learning-rate", type=float, default=0.1)
     parser.add_argument("--augment", action="store_true", help="KnockoffNets trains with crops and flips")
+    parser.add_argument("--steps-per-execution", type=int, default=1, help="KnockoffNets compile option (GPU: 16)")
     parser.add_argument("--clone", default="resnet20", help="clone architecture (keras_dcp.models name)")
     parser.add_argument("--art", action="store_true", help="also run IBM ART's KnockoffNets (random, soft)")
     parser.add_argument("--art-budgets", help="budgets for the ART comparison (default: --budgets)")
@@ -157,7 +158,7 @@ def run_ours(name, make_clone, served, victim, queries, query_labels, budget, x_
     common = dict(seed=args.seed, verbose=args.verbose)
     if name in KNOCKOFF_ATTACKS:
         kwargs = dict(common, epochs=args.epochs, batch_size=args.batch_size, learning_rate=args.learning_rate,
-                      augment=augment)
+                      augment=augment, steps_per_execution=args.steps_per_execution)
         if name == "knockoff":
             attack = attacks.KnockoffNets(make_clone, **kwargs)
         elif name == "knockoff-hard":

@@ -127,8 +127,8 @@ def main(argv=None):
                 out, failed = _predict_rows(content, x)
                 table[name] = {"error": str(error).splitlines()[0]}
             target = ref_probs if name == "bare" else reference
-            keep = slice(None) if failed is None else ~failed
-            row = compare(out[keep], target[keep], bare[keep], ref_probs[keep], tau)
+            keep = np.ones(len(x), bool) if failed is None else ~failed
+            row = compare(out[keep], target[keep], bare[keep], ref_probs[keep], tau) if keep.any() else {}
             if failed is not None:
                 row.update(table[name], failed_rows=float(failed.mean()))
             table[name] = row

@@ -6,6 +6,13 @@
 
 __version__ = "0.1.0"
 
+import os as _os
+import sys as _sys
+
+if _sys.argv and _os.path.basename(_sys.argv[0]) == "keras-dcp":
+    # The command line: keep TensorFlow's C++ start-up chatter out of the user's terminal.
+    _os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
 from keras_dcp import ops
 from keras_dcp.defenses import (
     DeceptionLayer,

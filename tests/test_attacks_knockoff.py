@@ -68,7 +68,7 @@ def test_soft_labels_learn_the_distribution_hard_labels_the_argmax(labels):
     images = np.random.default_rng(1).random((256, 4, 4, 3)).astype("float32")
     victim = attacks.BlackBox(_fixed_victim, budget=256)
     attack = attacks.KnockoffNets(
-        lambda: _testing.make_mlp((4, 4, 3), 3, hidden=8), labels=labels, epochs=20, verbose=0
+        lambda: _testing.make_mlp((4, 4, 3), 3, hidden=8), labels=labels, epochs=20, verbose=0, steps_per_execution=4
     )
     clone = attack.extract(victim, images)
     mean_prediction = clone.predict(images, verbose=0).mean(axis=0)

@@ -200,7 +200,9 @@ class KnockoffNets(Attack):
         checkpoint_dir: directory for paid-for queries and training state; a
             rerun with the same directory resumes: answered queries are reused,
             not asked again, and training continues from the last epoch.
-        jit_compile: passed to ``compile`` (``"auto"``).
+        jit_compile: passed to ``compile`` (``"auto"``: XLA on accelerators).
+        steps_per_execution: training steps per compiled call (``compile``
+            argument); 8-32 cuts per-step dispatch overhead on a GPU.
 
     Attributes (after :meth:`extract`):
         history: ``fit`` history (``loss``, ``agreement`` per epoch...).
@@ -234,6 +236,7 @@ class KnockoffNets(Attack):
         distribute_strategy=None,
         checkpoint_dir=None,
         jit_compile="auto",
+        steps_per_execution=1,
     ):
         super().__init__(make_clone, seed=seed, verbose=verbose)
         if not isinstance(strategy, str):
@@ -251,6 +254,7 @@ class KnockoffNets(Attack):
             ("adaptive_batch_size", adaptive_batch_size),
             ("diversity_window", diversity_window),
             ("query_batch_size", query_batch_size),
+            ("steps_per_execution", steps_per_execution),
         ):
             if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
                 raise ValueError(f"`{name}` must be an int >= 1; got {value!r}.")
@@ -278,6 +282,7 @@ class KnockoffNets(Attack):
         self.distribute_strategy = check_distribute_strategy(distribute_strategy)
         self.checkpoint_dir = None if checkpoint_dir is None else os.fspath(checkpoint_dir)
         self.jit_compile = jit_compile
+        self.steps_per_execution = int(steps_per_execution)
         self.query_indices = None
         self.answers = None
         self.arm_probabilities = None
@@ -519,6 +524,7 @@ class KnockoffNets(Attack):
                 loss=keras.losses.CategoricalCrossentropy(),
                 metrics=[keras.metrics.CategoricalAccuracy(name="agreement")],
                 jit_compile=self.jit_compile,
+                steps_per_execution=self.steps_per_execution,
             )
         final_weights = store.path("clone.weights.h5") if store is not None else None
         if final_weights is not None and os.path.exists(final_weights):

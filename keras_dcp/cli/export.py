@@ -17,7 +17,7 @@ def add_parser(subparsers, command):
     parser.add_argument(
         "--representative",
         help="calibration data for int8: an .npz with an `x` array, or a dataset name "
-        "(cifar10, mnist: read from ../shared/data/<name>/train.npz)",
+        "(cifar10, mnist: ../shared/data/<name>/train.npz; or any keras_dcp.data name)",
     )
     parser.add_argument("--num-calibration", type=int, default=500, help="representative samples used (default 500)")
     parser.add_argument(
@@ -34,24 +34,33 @@ def add_parser(subparsers, command):
     return parser
 
 
-def load_representative(spec, input_range="unit", data_root=None):
-    """The representative array named by ``spec`` (an .npz path or a dataset name)."""
+def load_representative(spec, input_range="unit", limit=None):
+    """The representative array named by ``spec``.
+
+    ``spec`` is an ``.npz`` file with an ``x`` array, a folder of the shared
+    data (``cifar10`` reads ``<shared data>/cifar10/train.npz``, see
+    :func:`keras_dcp.data.shared_data_dir`), or any name
+    :func:`keras_dcp.data.load_dataset` knows (its train split). uint8 images
+    become ``x / 255`` with ``input_range="unit"`` (the zoo's ``[0, 1]`` inputs);
+    only the first ``limit`` rows are kept.
+    """
     import os
 
     import numpy as np
 
     if spec is None:
         return None
-    path = spec
-    if not os.path.exists(path):
-        root = data_root or os.environ.get("KERAS_DCP_DATA", os.path.join(os.getcwd(), "..", "shared", "data"))
-        path = os.path.join(root, spec, "train.npz")
-        if not os.path.exists(path):
-            raise FileNotFoundError(f"--representative {spec!r}: neither a file nor a dataset under {root}.")
-    with np.load(path) as data:
-        if "x" not in data:
-            raise ValueError(f"--representative {path}: the .npz has no `x` array (keys: {', '.join(data.files)}).")
-        x = data["x"]
+    if os.path.isfile(spec):
+        with np.load(spec) as data:
+            if "x" not in data:
+                raise ValueError(f"--representative {spec}: the .npz has no `x` array (keys: {', '.join(data.files)}).")
+            x = data["x"]
+    else:
+        from keras_dcp.data import load_dataset, shared_data_dir
+
+        shared = os.path.join(shared_data_dir(), spec, "train.npz")
+        x, _ = load_dataset(f"shared:{spec}" if os.path.isfile(shared) else spec, split="train")
+    x = x[:limit]
     if x.dtype == np.uint8 and input_range == "unit":
         return x.astype("float32") / 255.0
     return x.astype("float32")
@@ -80,7 +89,7 @@ def run(args):
             raise ValueError("--edgetpu protects with DCP only (--defense dcp:...).")
         model = protect_for_edgetpu(model, defense)
         quantize, tail = "int8", "int8"
-    representative = load_representative(args.representative, args.input_range)
+    representative = load_representative(args.representative, args.input_range, args.num_calibration)
     content = export_tflite(
         model, args.output, quantize=quantize, representative=representative,
         io_type=args.io, tail=tail, num_calibration=args.num_calibration,

@@ -124,7 +124,10 @@ def _widen(axis, span):
     low, high = axis.get_xlim()
     if high - low < span:
         middle = (low + high) / 2
-        axis.set_xlim(middle - span / 2, middle + span / 2)
+        low, high = middle - span / 2, middle + span / 2
+        if high > 1.005:  # accuracy cannot pass 1: shift the window instead
+            low, high = low - (high - 1.005), 1.005
+        axis.set_xlim(low, high)
 
 
 def baseline_for(baseline, attack):
