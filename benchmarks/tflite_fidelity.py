@@ -70,6 +70,7 @@ def main(argv=None):
     parser.add_argument("--tau", type=float, default=None)
     parser.add_argument("--qat-samples", type=int, default=4000, help="0 skips QAT")
     parser.add_argument("--qat-epochs", type=int, default=1)
+    parser.add_argument("--qat-lr", type=float, default=1e-4, help="Adam step of the QAT fine-tuning")
     parser.add_argument("--skip-ptq", action="store_true", help="only the QAT rows")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", help="write the results here")
@@ -88,8 +89,10 @@ def main(argv=None):
     train = np.load(os.path.join(args.data, "cifar10", "train.npz"))
     rows = rng.permutation(len(train["y"]))
     representative = train["x"][rows[:args.calibration]].astype("float32") / 255.0
+    test = np.load(os.path.join(args.data, "cifar10", "test.npz"))
+    labels = test["y"][:args.n_cifar]
     sets = {
-        "cifar10_test": np.load(os.path.join(args.data, "cifar10", "test.npz"))["x"][:args.n_cifar],
+        "cifar10_test": test["x"][:args.n_cifar],
         "tinyimagenet_queries": np.load(os.path.join(args.data, "tinyimagenet", "queries.npz"))["x"][:args.n_tin],
     }
     sets = {k: v.astype("float32") / 255.0 for k, v in sets.items()}
@@ -107,7 +110,8 @@ def main(argv=None):
         "float-tail float-io": export(protected, io_type="float"),
         "edgetpu": export(protect_for_edgetpu(victim, keras_dcp.DeceptionLayer(**defense)), tail="int8"),
     }
-    results = {"victim": args.victim, "defense": {**defense, "tau": tau}, "calibration": args.calibration, "sets": {}}
+    results = {"victim": args.victim, "defense": {**defense, "tau": tau}, "calibration": args.calibration,
+               "n_cifar": args.n_cifar, "n_tin": args.n_tin, "date": time.strftime("%Y-%m-%d"), "sets": {}}
     for set_name, x in sets.items():
         results["sets"][set_name] = {}
         if not models:
@@ -116,6 +120,8 @@ def main(argv=None):
         ref_probs = victim.predict(x, batch_size=500, verbose=0)
         bare = predict(models["bare"], x, batch_size=500)
         table = {}
+        if set_name == "cifar10_test":
+            table["keras float"] = {"accuracy": float(np.mean(reference.argmax(1) == labels))}
         for name, content in models.items():
             failed = None
             try:
@@ -129,6 +135,8 @@ def main(argv=None):
             target = ref_probs if name == "bare" else reference
             keep = np.ones(len(x), bool) if failed is None else ~failed
             row = compare(out[keep], target[keep], bare[keep], ref_probs[keep], tau) if keep.any() else {}
+            if set_name == "cifar10_test" and keep.any():
+                row["accuracy"] = float(np.mean(out[keep].argmax(1) == labels[keep]))
             if failed is not None:
                 row.update(table[name], failed_rows=float(failed.mean()))
             table[name] = row
@@ -141,21 +149,27 @@ def main(argv=None):
         qat_model = qat.quantize_model(qat.to_tf_keras(victim))
         history = qat.train_qat(
             qat_model, train["x"][rows[:args.qat_samples]].astype("float32") / 255.0,
-            train["y"][rows[:args.qat_samples]], epochs=args.qat_epochs, seed=args.seed, verbose=2,
+            train["y"][rows[:args.qat_samples]], epochs=args.qat_epochs, learning_rate=args.qat_lr,
+            seed=args.seed, verbose=2,
         )
         qat_protected = qat.protect_qat(qat_model, keras_dcp.DeceptionLayer(**defense))
         qat_models = {
             "qat float-tail int8-io": export(qat_protected),
             "qat float-tail float-io": export(qat_protected, io_type="float"),
         }
-        results["qat"] = {"samples": args.qat_samples, "epochs": args.qat_epochs,
+        results["qat"] = {"samples": args.qat_samples, "epochs": args.qat_epochs, "learning_rate": args.qat_lr,
                           "train_accuracy": float(history["accuracy"][-1])}
         for set_name, x in sets.items():
             reference = qat_protected.predict(x, batch_size=500, verbose=0)
+            if set_name == "cifar10_test":
+                results["sets"][set_name]["keras qat"] = {"accuracy": float(np.mean(reference.argmax(1) == labels))}
             for name, content in qat_models.items():
                 out = predict(content, x, batch_size=500)
                 results["sets"][set_name][name] = compare(out, reference)
-            print(set_name, json.dumps({k: results["sets"][set_name][k] for k in qat_models}, indent=1), flush=True)
+                if set_name == "cifar10_test":
+                    results["sets"][set_name][name]["accuracy"] = float(np.mean(out.argmax(1) == labels))
+            print(set_name, json.dumps({k: v for k, v in results["sets"][set_name].items() if "qat" in k}, indent=1),
+                  flush=True)
     results["seconds"] = round(time.time() - started, 1)
     if args.json:
         with open(args.json, "w") as handle:

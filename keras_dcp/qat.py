@@ -177,8 +177,11 @@ def quantize_model(model):
     Layers tfmot's default registry supports get its default config. The
     others get an output-only fake quant (e.g. ``Rescaling``, so the next
     layer's int8 input range is learned too), except ``Softmax`` layers and
-    defense twins, which stay float: the exported model computes softmax and
-    defense in float32 after the int8 logits (:mod:`keras_dcp.tflite.export`).
+    defense twins, which stay float: the exported model computes them in
+    float32 after the int8 logits (:mod:`keras_dcp.tflite.export`), so
+    training sees what runs. (Keeping the Dense head float as well was
+    measured worse: on ResNet-20, l1 0.033 vs 0.021 against the Keras QAT
+    model on 3000 Tiny-ImageNet queries; the trained int8 logits match better.)
     """
     import tensorflow_model_optimization as tfmot
     from tensorflow_model_optimization.python.core.quantization.keras.default_8bit import (
@@ -211,10 +214,11 @@ def quantize_model(model):
         return quantize.quantize_apply(annotated)
 
 
-def train_qat(model, x, y, epochs=1, batch_size=128, learning_rate=1e-3, seed=0, verbose=1):
+def train_qat(model, x, y, epochs=1, batch_size=128, learning_rate=1e-4, seed=0, verbose=1):
     """Fine-tune a QAT model (from :func:`quantize_model`) on ``(x, y)`` in place.
 
-    Adam on the sparse cross-entropy of the model's probabilities; ``x`` as
+    Adam (a small default step: fine-tuning, not training) on the sparse
+    cross-entropy of the model's probabilities; ``x`` as
     the model takes it (float images in ``[0, 1]`` for the zoo), ``y`` int
     labels. Returns the Keras ``History.history`` dict.
     """

@@ -277,7 +277,11 @@ def _stitch(backbone, tail):
 
 
 def _split_tf_keras(model):
-    """``(backbone, tail)`` of a protected tf_keras model: ``x -> logits`` and ``logits -> defense(softmax)``."""
+    """``(backbone, tail)`` of a protected tf_keras model: ``x -> logits`` and ``logits -> defense(softmax)``.
+
+    The split is at the logits: a QAT model's int8 logits follow its trained
+    ranges (a float head was measured worse, see :func:`keras_dcp.qat.quantize_model`).
+    """
     import tf_keras
 
     defense = model.layers[-1]
