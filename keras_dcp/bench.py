@@ -72,8 +72,9 @@ def layer_speed(batch_sizes=(1, 4096), classes=10, beta=0.7, gamma=0.2, min_seco
     for batch in batch_sizes:
         y_np = _rows(batch, classes)
         y_tf = tf.constant(y_np)
+        impls["DCP TFLite (ai_edge_litert, 1 thread)"] = _tflite_runner(dcp, batch, classes)
         for name, fn in impls.items():
-            arg = y_np if name.startswith("ART") else y_tf
+            arg = y_np if name.startswith(("ART", "DCP TFLite")) else y_tf
             per_call = _time_per_call(fn, arg, min_seconds)
             results.append(
                 {
@@ -85,6 +86,27 @@ def layer_speed(batch_sizes=(1, 4096), classes=10, beta=0.7, gamma=0.2, min_seco
                 }
             )
     return results
+
+
+def _tflite_runner(layer, batch, classes):
+    """``y -> layer(y)`` through a float TFLite model of the layer alone, fixed batch."""
+    import keras
+    import tensorflow as tf
+    from ai_edge_litert.interpreter import Interpreter
+
+    inputs = keras.Input((classes,), batch_size=batch)
+    model = keras.Model(inputs, type(layer).from_config(layer.get_config())(inputs))
+    interpreter = Interpreter(model_content=tf.lite.TFLiteConverter.from_keras_model(model).convert(), num_threads=1)
+    interpreter.allocate_tensors()
+    source = interpreter.get_input_details()[0]["index"]
+    target = interpreter.get_output_details()[0]["index"]
+
+    def run(y):
+        interpreter.set_tensor(source, y)
+        interpreter.invoke()
+        return interpreter.get_tensor(target)
+
+    return run
 
 
 def format_table(results):

@@ -181,9 +181,9 @@ def _quantize_output(content, scale=1.0 / 255.0, zero_point=-128):
     With the default scale and zero point, ``[0, 1]`` maps onto ``[-128, 127]``
     (probabilities lose at most ``1/510`` each).
     """
-    from keras_dcp.tflite.flatbuffer import _schema, load_model, serialize
+    from keras_dcp.tflite.flatbuffer import load_model, schema_module, serialize
 
-    schema = _schema()
+    schema = schema_module()
     model_t = load_model(content)
     subgraph = model_t.subgraphs[0]
     (output_index,) = subgraph.outputs
@@ -209,7 +209,7 @@ def _quantize_output(content, scale=1.0 / 255.0, zero_point=-128):
         code = schema.OperatorCodeT()
         code.builtinCode = schema.BuiltinOperator.QUANTIZE
         code.deprecatedBuiltinCode = schema.BuiltinOperator.QUANTIZE
-        code.version = 1
+        code.version = 2  # QUANTIZE to int8 is version 2 in TFLite's op versioning
         model_t.operatorCodes.append(code)
         opcode = len(model_t.operatorCodes) - 1
     operator = schema.OperatorT()

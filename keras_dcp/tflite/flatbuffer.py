@@ -10,7 +10,8 @@ from __future__ import annotations
 import os
 
 
-def _schema():
+def schema_module():
+    """The flatbuffer schema bindings (``schema_py_generated``) of the TFLite format."""
     try:
         from ai_edge_litert import schema_py_generated as schema
     except ImportError:  # older runtimes: TensorFlow carries the same module
@@ -34,7 +35,7 @@ def model_bytes(model):
 
 def load_model(model):
     """The mutable object tree (``schema.ModelT``) of a ``.tflite`` model."""
-    schema = _schema()
+    schema = schema_module()
     content = model_bytes(model)
     if len(content) < 8 or content[4:8] != b"TFL3":
         raise ValueError("Not a TFLite flatbuffer (missing the 'TFL3' identifier).")
@@ -52,7 +53,7 @@ def serialize(model_t):
 
 def opcode_name(model_t, operator):
     """Builtin name of ``operator`` (``"CONV_2D"``), or ``"CUSTOM:<code>"``."""
-    names = _enum_names(_schema().BuiltinOperator)
+    names = _enum_names(schema_module().BuiltinOperator)
     code = model_t.operatorCodes[operator.opcodeIndex]
     # The schema keeps small codes in a deprecated int8 field and large ones in
     # a newer int32 field; the larger of the two is the real code.
@@ -66,7 +67,7 @@ def opcode_name(model_t, operator):
 
 def tensor_info(model_t, subgraph, index):
     """``dict(name, dtype, shape, quantized, scale, zero_point, constant)`` of tensor ``index``."""
-    types = _enum_names(_schema().TensorType)
+    types = _enum_names(schema_module().TensorType)
     tensor = subgraph.tensors[index]
     quant = tensor.quantization
     scale = list(quant.scale) if quant is not None and quant.scale is not None else []
