@@ -70,8 +70,7 @@ def main(argv=None):
     parser.add_argument("--tau", type=float, default=None)
     parser.add_argument("--qat-samples", type=int, default=4000, help="0 skips QAT")
     parser.add_argument("--qat-epochs", type=int, default=1)
-    parser.add_argument("--qat-lr", type=float, default=1e-4, help="Adam step of the QAT fine-tuning")
-    parser.add_argument("--no-fold-bn", action="store_true", help="QAT without folding BatchNorm into the convs")
+    parser.add_argument("--qat-lr", type=float, default=1e-3, help="Adam step of the QAT fine-tuning")
     parser.add_argument("--skip-ptq", action="store_true", help="only the QAT rows")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", help="write the results here")
@@ -147,7 +146,7 @@ def main(argv=None):
     if args.qat_samples:
         from keras_dcp import qat
 
-        qat_model = qat.quantize_model(qat.to_tf_keras(victim, fold_batch_norm=not args.no_fold_bn))
+        qat_model = qat.quantize_model(qat.to_tf_keras(victim))
         history = qat.train_qat(
             qat_model, train["x"][rows[:args.qat_samples]].astype("float32") / 255.0,
             train["y"][rows[:args.qat_samples]], epochs=args.qat_epochs, learning_rate=args.qat_lr,
@@ -159,7 +158,6 @@ def main(argv=None):
             "qat float-tail float-io": export(qat_protected, io_type="float"),
         }
         results["qat"] = {"samples": args.qat_samples, "epochs": args.qat_epochs, "learning_rate": args.qat_lr,
-                          "fold_batch_norm": not args.no_fold_bn,
                           "train_accuracy": float(history["accuracy"][-1])}
         for set_name, x in sets.items():
             reference = qat_protected.predict(x, batch_size=500, verbose=0)

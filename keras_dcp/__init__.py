@@ -34,6 +34,10 @@ def __getattr__(name):
         import importlib
 
         return importlib.import_module(f"keras_dcp.{name}")
+    if name == "export_tflite":
+        from keras_dcp.tflite import export_tflite
+
+        return export_tflite
     raise AttributeError(f"module 'keras_dcp' has no attribute {name!r}")
 
 
@@ -46,6 +50,7 @@ __all__ = [
     "TopLabel",
     "__version__",
     "build_defense",
+    "export_tflite",
     "ops",
     "parse_spec",
     "protect",

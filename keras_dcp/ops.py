@@ -101,16 +101,17 @@ def reverse_sigmoid_noise(y, beta, gamma):
         r(y) = \\beta \\left(\\sigma(\\gamma\\,\\mathrm{logit}(y_c)) - \\tfrac12\\right),
         \\quad y_c = \\mathrm{clip}(y, 10^{-12}, 1 - 10^{-7})
 
-    computed in float32 as ``(beta / 2) tanh((gamma / 2) log(y_c / (1 - y_c)))``,
+    computed in float32 as ``(beta / 2) tanh((gamma / 2) (log y_c - log(1 - y_c)))``,
     the same value (the probability is clipped, not the odds). ``r`` is positive where ``y > 1/2``
     and negative below, so ``y - r`` pushes mass from the top class to the
     others. Shapes: ``(batch, K) -> (batch, K)``.
     """
     y_c = ops.clip(y, PROB_FLOOR, PROB_CEIL)
-    # Same value, fewer transcendentals: one log of the odds instead of
-    # log(y) - log(1 - y), and sigmoid(x) - 1/2 = tanh(x / 2) / 2 (no exp, no
-    # division; XLA and TFLite evaluate tanh with a cheap rational function).
-    logit = ops.log(y_c / (1.0 - y_c))
+    # log(y) - log(1 - y), not log(y / (1 - y)): the odds reach 1e7 at the upper
+    # clip, and an int8 tensor that has to hold them rounds 1 - y to zero (the
+    # int8 TFLite DIV then fails). sigmoid(x) - 1/2 = tanh(x / 2) / 2: same
+    # value, no exp, no division.
+    logit = ops.log(y_c) - ops.log(1.0 - y_c)
     return (0.5 * beta) * ops.tanh((0.5 * gamma) * logit)
 
 
@@ -202,7 +203,7 @@ def _defend(y, beta, gamma, tau=None, nu=None, l1_budget=None, preserve_top1=Fal
     if tau is None:
         alpha = 1.0
     else:
-        alpha = _alpha(ops.clip(ops.max(y32, axis=-1, keepdims=True), 0.0, 1.0), tau, nu)
+        alpha = _alpha(ops.max(s, axis=-1, keepdims=True), tau, nu)
     noise = reverse_sigmoid_noise(s, beta, gamma)
     out = _normalize(ops.maximum(s - alpha * noise, 0.0), y.shape[-1])
     if l1_budget is not None or preserve_top1:

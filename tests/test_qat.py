@@ -77,22 +77,3 @@ def test_qat_victim_to_protected_int8_tflite():
     # (ResNet-20 numbers in docs/results/tflite.md).
     assert np.abs(out - reference).sum(1).mean() < 0.05
 
-
-def test_to_tf_keras_folds_batch_norm_into_convs():
-    keras.utils.set_random_seed(5)
-    inputs = keras.Input((8, 8, 3))
-    x = keras.layers.Conv2D(4, 3, use_bias=False)(inputs)
-    x = keras.layers.BatchNormalization()(x)
-    x = keras.layers.ReLU()(x)
-    x = keras.layers.GlobalAveragePooling2D()(x)
-    x = keras.layers.Dense(5)(x)
-    x = keras.layers.BatchNormalization(center=False)(x)
-    model = keras.Model(inputs, keras.layers.Softmax()(x))
-    rng = np.random.default_rng(0)
-    for layer in model.layers:  # non-trivial statistics, so a wrong fold shows
-        if isinstance(layer, keras.layers.BatchNormalization):
-            layer.set_weights([rng.uniform(0.5, 2, w.shape).astype("float32") for w in layer.get_weights()])
-    x = rng.random((16, 8, 8, 3)).astype("float32")
-    folded = qat.to_tf_keras(model, fold_batch_norm=True)
-    assert not any(isinstance(layer, tf_keras.layers.BatchNormalization) for layer in folded.layers)
-    np.testing.assert_allclose(folded.predict(x, verbose=0), model.predict(x, verbose=0), atol=1e-5)

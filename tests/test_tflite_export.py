@@ -95,7 +95,7 @@ def test_int8_is_full_integer_with_a_float_tail(int8_models):
     assert by_op["SOFTMAX"] == {"float32"} and by_op["LOG"] == {"float32"}
 
 
-def test_float_tail_equals_float_dcp_of_the_int8_head_input(int8_models, protected, images):
+def test_float_tail_gives_distributions_and_int8_output_is_its_rounding(int8_models, protected, images):
     """With float I/O, the tail is exact float DCP: rows sum to 1 and follow Keras closely."""
     out = predict(int8_models["float_io"], images)
     np.testing.assert_allclose(out.sum(1), 1.0, atol=1e-5)

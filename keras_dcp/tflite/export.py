@@ -280,7 +280,7 @@ def _split_tf_keras(model):
     """``(backbone, tail)`` of a protected tf_keras model: ``x -> logits`` and ``logits -> defense(softmax)``.
 
     The split is at the logits: a QAT model's int8 logits follow its trained
-    ranges (a float head was measured worse, see :func:`keras_dcp.qat.quantize_model`).
+    ranges (see :func:`keras_dcp.qat.quantize_model`).
     """
     import tf_keras
 
@@ -315,8 +315,8 @@ def _convert_split(model, representative, io_type, num_calibration):
         if not _is_qat(backbone):
             converter.representative_dataset = _representative_generator(representative, num_calibration)
         # A QAT backbone is converted from its fake-quant ranges alone:
-        # calibrating it again replaces the trained ranges and, measured on
-        # ResNet-20, multiplies its int8-vs-Keras error several times.
+        # calibrating it again replaces the trained ranges (on ResNet-20 the
+        # int8 model then strayed several times further from the Keras one).
         converter.inference_input_type = tf.int8 if io_type == "int8" else tf.float32
         converter.inference_output_type = tf.float32
         backbone_bytes = converter.convert()
