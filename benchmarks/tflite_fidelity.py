@@ -68,6 +68,8 @@ def main(argv=None):
     parser.add_argument("--beta", type=float, default=0.7)
     parser.add_argument("--gamma", type=float, default=0.2)
     parser.add_argument("--tau", type=float, default=None)
+    parser.add_argument("--nu", type=float, default=1000.0,
+                        help="detector slope; smaller is smoother, so a quantization error near tau moves a row less")
     parser.add_argument("--qat-samples", type=int, default=4000, help="0 skips QAT")
     parser.add_argument("--qat-epochs", type=int, default=1)
     parser.add_argument("--qat-lr", type=float, default=1e-3, help="Adam step of the QAT fine-tuning")
@@ -84,7 +86,7 @@ def main(argv=None):
 
     keras.utils.set_random_seed(args.seed)
     tau = args.beta if args.tau is None else args.tau
-    defense = dict(beta=args.beta, gamma=args.gamma, tau=args.tau)
+    defense = dict(beta=args.beta, gamma=args.gamma, tau=args.tau, nu=args.nu)
     rng = np.random.default_rng(args.seed)
     train = np.load(os.path.join(args.data, "cifar10", "train.npz"))
     rows = rng.permutation(len(train["y"]))
@@ -103,15 +105,23 @@ def main(argv=None):
     def export(model, **kwargs):
         return export_tflite(model, None, quantize="int8", representative=representative, **kwargs)
 
-    models = {} if args.skip_ptq else {
-        "bare": export(victim, tail="int8"),
-        "naive": export(protected, tail="int8"),
-        "float-tail int8-io": export(protected),
-        "float-tail float-io": export(protected, io_type="float"),
-        "edgetpu": export(protect_for_edgetpu(victim, keras_dcp.DeceptionLayer(**defense)), tail="int8"),
+    plans = {} if args.skip_ptq else {
+        "bare": lambda: export(victim, tail="int8"),
+        "naive": lambda: export(protected, tail="int8"),
+        "float-tail int8-io": lambda: export(protected),
+        "float-tail float-io": lambda: export(protected, io_type="float"),
+        "edgetpu": lambda: export(protect_for_edgetpu(victim, keras_dcp.DeceptionLayer(**defense)), tail="int8"),
     }
+    models, conversion_errors = {}, {}
+    for name, plan in plans.items():
+        try:
+            models[name] = plan()
+        except RuntimeError as error:  # e.g. the converter's int8 scale constraints on the naive tail
+            conversion_errors[name] = str(error).splitlines()[0] if str(error) else type(error).__name__
+            print(f"{name}: conversion failed: {conversion_errors[name]}", flush=True)
     results = {"victim": args.victim, "defense": {**defense, "tau": tau}, "calibration": args.calibration,
-               "n_cifar": args.n_cifar, "n_tin": args.n_tin, "date": time.strftime("%Y-%m-%d"), "sets": {}}
+               "n_cifar": args.n_cifar, "n_tin": args.n_tin, "date": time.strftime("%Y-%m-%d"), "sets": {},
+               "conversion_errors": conversion_errors}
     for set_name, x in sets.items():
         results["sets"][set_name] = {}
         if not models:
