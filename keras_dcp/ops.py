@@ -75,15 +75,6 @@ def sanitize(y):
     return _normalize(ops.clip(y, 0.0, 1.0), y.shape[-1])
 
 
-def is_distribution(y):
-    """``(batch, 1)`` bool: entries >= 0 and a sum within ``SUM_TOLERANCE`` of 1.
-
-    A row with an ``inf`` or a NaN has a sum that fails the test.
-    """
-    total = ops.sum(y, axis=-1, keepdims=True)
-    return _valid_rows(total, ops.min(y, axis=-1, keepdims=True))
-
-
 def _valid_rows(total, lowest):
     return (ops.abs(total - 1.0) <= SUM_TOLERANCE) & (lowest >= 0.0)
 
@@ -112,6 +103,11 @@ def reverse_sigmoid_noise(y, beta, gamma):
     # int8 TFLite DIV then fails). sigmoid(x) - 1/2 = tanh(x / 2) / 2: same
     # value, no exp, no division.
     logit = ops.log(y_c) - ops.log(1.0 - y_c)
+    return _noise_from_logit(logit, beta, gamma)
+
+
+def _noise_from_logit(logit, beta, gamma):
+    """``beta (sigmoid(gamma logit) - 1/2)``, written ``(beta/2) tanh(gamma logit / 2)``."""
     return (0.5 * beta) * ops.tanh((0.5 * gamma) * logit)
 
 
@@ -318,7 +314,6 @@ __all__ = [
     "deception",
     "detector",
     "first_argmax",
-    "is_distribution",
     "keep_top1",
     "limit_l1",
     "reverse_sigmoid",
@@ -455,11 +450,11 @@ def deception_edgetpu(
     minus_log1m = _tangent_envelope(
         y, sorted(log1m_at), lambda p: -math.log1p(-p), lambda p: 1.0 / (1.0 - p), convex=True,
     )
-    noise = beta * (ops.sigmoid(gamma * (log_y + minus_log1m)) - 0.5)
+    noise = _noise_from_logit(log_y + minus_log1m, beta, gamma)
     if nu is None:
         alpha = ops.minimum(ops.maximum((tau - y_max) * 1e4, 0.0), 1.0)
     else:
-        alpha = ops.sigmoid((tau - y_max) * nu)
+        alpha = _alpha(y_max, tau, nu)
     moved = ops.maximum(y - _spread(alpha, num_classes) * noise, 0.0)
     total = ops.sum(moved, axis=-1, keepdims=True)
     low, high = max(1.0 - 0.5 * beta, 1e-3), 1.0 + 0.5 * beta * num_classes
