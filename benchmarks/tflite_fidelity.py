@@ -8,12 +8,15 @@ share of rows whose detector decision ``[max y < tau]`` differs (from the
 bare models of the same quantization). Variants:
 
 * ``bare``: the victim alone, int8 (the backbone's own quantization error);
+* ``bare dynamic-range``: the victim alone, int8 weights and dynamic-range
+  activations (the weights' share of that error);
 * ``naive``: everything int8 (``tail="int8"``), int8 I/O;
 * ``float-tail``: head + softmax + DCP in float32 (the default export), int8 I/O
   and float I/O;
 * ``edgetpu``: :class:`keras_dcp.tflite.EdgeTPUDeception`, all int8;
-* ``qat``: QAT fine-tuning (``--qat-samples`` images, ``--qat-epochs``), then
-  float-tail int8 vs the QAT Keras model's defended output.
+* ``qat``: QAT fine-tuning (``--qat-samples`` images, ``--qat-epochs``), biases
+  aligned to the int8 grid (:func:`keras_dcp.qat.align_biases`; ``--no-align``
+  skips it), then float-tail int8 vs the QAT Keras model's defended output.
 
     python benchmarks/tflite_fidelity.py --victim /work/cache/victims/resnet20_cifar10.keras --json out.json
 """
@@ -30,12 +33,12 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 
 def compare(defended, reference, bare_probs=None, ref_probs=None, tau=0.7):
+    """keras_dcp.tflite.compare_outputs, plus the detector flip judged on the bare probabilities."""
     import numpy as np
 
-    row = {
-        "agreement": float(np.mean(defended.argmax(1) == reference.argmax(1))),
-        "mean_l1": float(np.abs(defended - reference).sum(1).mean()),
-    }
+    from keras_dcp.tflite import compare_outputs
+
+    row = compare_outputs(defended, reference)
     if bare_probs is not None:
         row["detector_flip"] = float(np.mean((bare_probs.max(1) < tau) != (ref_probs.max(1) < tau)))
     return row
@@ -73,6 +76,8 @@ def main(argv=None):
     parser.add_argument("--qat-samples", type=int, default=4000, help="0 skips QAT")
     parser.add_argument("--qat-epochs", type=int, default=1)
     parser.add_argument("--qat-lr", type=float, default=1e-3, help="Adam step of the QAT fine-tuning")
+    parser.add_argument("--no-align", action="store_true",
+                        help="QAT: keep the Keras biases as trained (see keras_dcp.qat_alignment)")
     parser.add_argument("--skip-ptq", action="store_true", help="only the QAT rows")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", help="write the results here")
@@ -82,7 +87,7 @@ def main(argv=None):
     import numpy as np
 
     import keras_dcp
-    from keras_dcp.tflite import export_tflite, predict, protect_for_edgetpu
+    from keras_dcp.tflite import export_tflite, make_interpreter, predict, protect_for_edgetpu
 
     keras.utils.set_random_seed(args.seed)
     tau = args.beta if args.tau is None else args.tau
@@ -107,6 +112,9 @@ def main(argv=None):
 
     plans = {} if args.skip_ptq else {
         "bare": lambda: export(victim, tail="int8"),
+        # int8 weights, activations quantized on the fly per tensor: how far
+        # the weights' own quantization already moves the victim.
+        "bare dynamic-range": lambda: export_tflite(victim, None, quantize="dynamic"),
         "naive": lambda: export(protected, tail="int8"),
         "float-tail int8-io": lambda: export(protected),
         "float-tail float-io": lambda: export(protected, io_type="float"),
@@ -142,9 +150,10 @@ def main(argv=None):
                 # row by row and report the share of rows that fail.
                 out, failed = _predict_rows(content, x)
                 table[name] = {"error": str(error).splitlines()[0]}
-            target = ref_probs if name == "bare" else reference
+            target = ref_probs if name.startswith("bare") else reference
             keep = np.ones(len(x), bool) if failed is None else ~failed
-            row = compare(out[keep], target[keep], bare[keep], ref_probs[keep], tau) if keep.any() else {}
+            probs = out if name.startswith("bare") else bare  # the detector's input in this model
+            row = compare(out[keep], target[keep], probs[keep], ref_probs[keep], tau) if keep.any() else {}
             if set_name == "cifar10_test" and keep.any():
                 row["accuracy"] = float(np.mean(out[keep].argmax(1) == labels[keep]))
             if failed is not None:
@@ -160,7 +169,7 @@ def main(argv=None):
         history = qat.train_qat(
             qat_model, train["x"][rows[:args.qat_samples]].astype("float32") / 255.0,
             train["y"][rows[:args.qat_samples]], epochs=args.qat_epochs, learning_rate=args.qat_lr,
-            seed=args.seed, verbose=2,
+            seed=args.seed, verbose=2, align=not args.no_align,
         )
         qat_protected = qat.protect_qat(qat_model, keras_dcp.DeceptionLayer(**defense))
         qat_models = {
@@ -168,13 +177,19 @@ def main(argv=None):
             "qat float-tail float-io": export(qat_protected, io_type="float"),
         }
         results["qat"] = {"samples": args.qat_samples, "epochs": args.qat_epochs, "learning_rate": args.qat_lr,
-                          "train_accuracy": float(history["accuracy"][-1])}
+                          "train_accuracy": float(history["accuracy"][-1]),
+                          "aligned_layers": len(history.get("aligned_layers", []))}
         for set_name, x in sets.items():
             reference = qat_protected.predict(x, batch_size=500, verbose=0)
             if set_name == "cifar10_test":
                 results["sets"][set_name]["keras qat"] = {"accuracy": float(np.mean(reference.argmax(1) == labels))}
             for name, content in qat_models.items():
                 out = predict(content, x, batch_size=500)
+                if name == "qat float-tail int8-io":
+                    # TFLite's builtin int8 kernels (XNNPACK off: what a
+                    # device without XNNPACK runs) round differently.
+                    builtin = predict(None, x, batch_size=500, interpreter=make_interpreter(content, xnnpack=False))
+                    results["sets"][set_name][name + " builtin-kernels"] = compare(builtin, reference)
                 results["sets"][set_name][name] = compare(out, reference)
                 if set_name == "cifar10_test":
                     results["sets"][set_name][name]["accuracy"] = float(np.mean(out.argmax(1) == labels))

@@ -8,6 +8,9 @@ alike; the report gives the median per-invoke time over all rounds and the
 ratio protected / bare.
 
     python benchmarks/tflite_latency.py --victim /work/cache/victims/resnet20_cifar10.keras --json out.json
+
+``--models A.tflite B.tflite ...`` times the given files instead (same
+interleaving; ratios against the first), e.g. two QAT exports.
 """
 
 from __future__ import annotations
@@ -69,7 +72,8 @@ def interleaved(models, x, rounds, invocations, threads):
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--victim", required=True)
+    parser.add_argument("--victim", help=".keras victim (exports made here); or give --models")
+    parser.add_argument("--models", nargs="+", help=".tflite files to time against the first, instead of --victim")
     parser.add_argument("--data", default=os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data"))
     parser.add_argument("--settings", default=",".join(SETTINGS), help="comma-separated subset of: " + ", ".join(SETTINGS))
     parser.add_argument("--rounds", type=int, default=20)
@@ -80,6 +84,8 @@ def main(argv=None):
     parser.add_argument("--edgetpu", action="store_true", help="also time the all-int8 Edge TPU formulation")
     parser.add_argument("--json")
     args = parser.parse_args(argv)
+    if bool(args.victim) == bool(args.models):
+        parser.error("give either --victim or --models")
 
     import keras
     import numpy as np
@@ -91,6 +97,8 @@ def main(argv=None):
     train = np.load(os.path.join(args.data, "cifar10", "train.npz"))["x"]
     representative = train[np.random.default_rng(0).permutation(len(train))[:500]].astype("float32") / 255.0
     x = representative[:1]
+    if args.models:
+        return _time_files(args, x)
     victim = keras.saving.load_model(args.victim)
     protected = keras_dcp.protect(victim, keras_dcp.DeceptionLayer(beta=args.beta, gamma=args.gamma))
     settings = [s.strip() for s in args.settings.split(",") if s.strip()]
@@ -120,6 +128,26 @@ def main(argv=None):
         results["settings"][setting] = row
         print(f"{setting:16s} bare {row['bare_us']:8.1f} us  protected {row['protected_us']:8.1f} us  "
               f"ratio {row['ratio']:.4f}", flush=True)
+    if args.json:
+        with open(args.json, "w") as handle:
+            json.dump(results, handle, indent=1)
+    return 0
+
+
+def _time_files(args, x):
+    """Time ``args.models`` (paths) interleaved; print and save ratios against the first."""
+    models = {}
+    for path in args.models:
+        with open(path, "rb") as handle:
+            models[path] = handle.read()
+    times = interleaved(models, x, args.rounds, args.invocations, args.threads)
+    first = times[args.models[0]]
+    results = {"threads": args.threads, "rounds": args.rounds, "invocations": args.invocations,
+               "machine": f"{_cpu_name()}, {os.cpu_count()} cpus, {platform.platform()}",
+               "date": time.strftime("%Y-%m-%d"), "versions": _versions(),
+               "models": {path: {"us": t * 1e6, "ratio": t / first} for path, t in times.items()}}
+    for path, row in results["models"].items():
+        print(f"{row['us']:8.1f} us  ratio {row['ratio']:.4f}  {path}", flush=True)
     if args.json:
         with open(args.json, "w") as handle:
             json.dump(results, handle, indent=1)

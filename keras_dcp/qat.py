@@ -16,7 +16,10 @@ This module provides:
   float, as they are exported);
 * :func:`train_qat` and :func:`protect_qat`: fine-tune, then append the twin
   of a defense after the probabilities, ready for
-  ``keras_dcp.tflite.export_tflite(..., quantize="int8")``.
+  ``keras_dcp.tflite.export_tflite(..., quantize="int8")``;
+* :func:`align_biases` (:mod:`keras_dcp.qat_alignment`, run by
+  :func:`train_qat`): the Keras model's folded biases set to the int32 biases
+  of its int8 export, so the two add the same biases.
 
 Install with the ``qat`` extra (tf_keras, tensorflow-model-optimization).
 """
@@ -171,10 +174,42 @@ def to_tf_keras(model):
     return tf_keras.Model(new_inputs, new_outputs[0] if len(new_outputs) == 1 else new_outputs, name=model.name)
 
 
+def _foldable_batch_norms(model):
+    """Names of the BatchNormalization layers that directly follow a linear conv or dense layer.
+
+    tfmot's default 8-bit transforms (``Conv2DBatchNormQuantize`` and its
+    ReLU/Dense variants) take these pairs: no fake quant between the conv and
+    the BN, one after the BN (or its ReLU), with the conv weights quantized per
+    channel, which is exact under BN folding. The TFLite converter then folds
+    the BN into the conv: one int8 CONV_2D, as after post-training
+    quantization. A BN given its own quantize_config instead is skipped by
+    those transforms and becomes a DEQUANTIZE -> float MUL/ADD -> QUANTIZE
+    block after an int8 conv output: not a full-int8 graph (no Edge TPU), and
+    4.3x slower under XNNPACK on ResNet-20 (docs/results/tflite.md).
+    """
+    tf_keras = _tf_keras()
+    names = set()
+    for layer in model.layers:
+        if not isinstance(layer, tf_keras.layers.BatchNormalization):
+            continue
+        inbound = [node.inbound_layers for node in layer._inbound_nodes]  # noqa: SLF001
+        if len(inbound) != 1:
+            continue
+        source = inbound[0][0] if isinstance(inbound[0], (list, tuple)) else inbound[0]
+        linear = getattr(source, "activation", None) is tf_keras.activations.linear
+        if linear and isinstance(source, (tf_keras.layers.Conv2D, tf_keras.layers.DepthwiseConv2D,
+                                          tf_keras.layers.Dense)):
+            names.add(layer.name)
+    return names
+
+
 def quantize_model(model):
     """tfmot QAT wrapping of a tf_keras model (8-bit default scheme).
 
-    Layers tfmot's default registry supports get its default config. The
+    Layers tfmot's default registry supports get its default config.
+    BatchNormalization layers right after a linear conv or dense layer are
+    annotated without a config, so tfmot's Conv+BN(+ReLU) transforms take them (one fake quant after
+    the BN or its ReLU; the converter folds the BN into one int8 CONV_2D). The
     others get an output-only fake quant (e.g. ``Rescaling``, so the next
     layer's int8 input range is learned too), except ``Softmax`` layers and
     defense twins, which stay float: the exported model computes them in
@@ -194,12 +229,16 @@ def quantize_model(model):
     registry = default_8bit_quantize_registry.Default8BitQuantizeRegistry()
     quantize = tfmot.quantization.keras
 
+    foldable = _foldable_batch_norms(model)
+
     def annotate(layer):
         if isinstance(layer, tf_keras.layers.InputLayer):
             return layer
         if isinstance(layer, tf_keras.layers.Softmax) or hasattr(layer, "_keras3_class"):
             return quantize.quantize_annotate_layer(layer, quantize_config=configs.NoOpQuantizeConfig())
-        if registry.supports(layer):
+        if registry.supports(layer) or layer.name in foldable:
+            # No quantize_config for a BatchNormalization after a conv:
+            # tfmot's Conv+BN(+ReLU) transforms skip layers that carry one.
             return quantize.quantize_annotate_layer(layer)
         return quantize.quantize_annotate_layer(layer, quantize_config=configs.Default8BitOutputQuantizeConfig())
 
@@ -213,14 +252,18 @@ def quantize_model(model):
         return quantize.quantize_apply(annotated)
 
 
-def train_qat(model, x, y, epochs=1, batch_size=128, learning_rate=1e-3, seed=0, verbose=1):
+def train_qat(model, x, y, epochs=1, batch_size=128, learning_rate=1e-3, seed=0, verbose=1, align=True):
     """Fine-tune a QAT model (from :func:`quantize_model`) on ``(x, y)`` in place.
 
     Adam on the sparse cross-entropy of the model's probabilities (on our
     ResNet-20, ``1e-3`` gave a closer int8 model than ``1e-4``: see
     docs/results/tflite.md); ``x`` as
     the model takes it (float images in ``[0, 1]`` for the zoo), ``y`` int
-    labels. Returns the Keras ``History.history`` dict.
+    labels. With ``align=True`` (default) the trained model's biases are then
+    moved onto the int32 grid of its int8 export
+    (:func:`keras_dcp.qat_alignment.align_biases`), so the Keras model and
+    the int8 model add the same biases. Returns the Keras
+    ``History.history`` dict (with ``"aligned_layers"``: the layers moved).
     """
     import tensorflow as tf
 
@@ -233,7 +276,12 @@ def train_qat(model, x, y, epochs=1, batch_size=128, learning_rate=1e-3, seed=0,
     )
     data = tf.data.Dataset.from_tensor_slices((np.asarray(x, "float32"), np.asarray(y, "int64")))
     data = data.shuffle(len(x), seed=seed).batch(batch_size)
-    return model.fit(data, epochs=epochs, verbose=verbose).history
+    history = model.fit(data, epochs=epochs, verbose=verbose).history
+    if align:
+        from keras_dcp.qat_alignment import align_biases
+
+        history["aligned_layers"] = sorted(align_biases(model))
+    return history
 
 
 def protect_qat(model, defense=None):
@@ -257,4 +305,6 @@ def protect_qat(model, defense=None):
     return tf_keras.Model(model.inputs, defense(model.outputs[0]), name=f"{model.name}_protected")
 
 
-__all__ = ["protect_qat", "quantize_model", "to_tf_keras", "train_qat", "twin_class", "twin_of"]
+from keras_dcp.qat_alignment import align_biases  # noqa: E402  (re-exported)
+
+__all__ = ["align_biases", "protect_qat", "quantize_model", "to_tf_keras", "train_qat", "twin_class", "twin_of"]

@@ -77,3 +77,70 @@ def test_qat_victim_to_protected_int8_tflite():
     # (ResNet-20 numbers in docs/results/tflite.md).
     assert np.abs(out - reference).sum(1).mean() < 0.05
 
+
+
+def conv_bn_classifier(seed=0):
+    """8x8x3 -> conv -> BN -> ReLU -> conv -> BN -> add -> ReLU -> pool -> dense -> softmax (as the zoo ResNets)."""
+    keras.utils.set_random_seed(seed)
+    inputs = keras.Input((8, 8, 3), name="image")
+    x = keras.layers.Conv2D(8, 3, padding="same", use_bias=False, name="c1")(inputs)
+    x = keras.layers.ReLU(name="r1")(keras.layers.BatchNormalization(name="b1")(x))
+    y = keras.layers.BatchNormalization(name="b2")(keras.layers.Conv2D(8, 3, padding="same", use_bias=False, name="c2")(x))
+    x = keras.layers.ReLU(name="r2")(keras.layers.Add(name="add")([x, y]))
+    x = keras.layers.GlobalAveragePooling2D(name="pool")(x)
+    logits = keras.layers.Dense(10, name="logits")(x)
+    return keras.Model(inputs, keras.layers.Softmax(name="probabilities")(logits))
+
+
+@pytest.fixture(scope="module")
+def trained_qat_conv_bn():
+    rng = np.random.default_rng(0)
+    x = rng.random((96, 8, 8, 3)).astype("float32")
+    y = rng.integers(0, 10, size=96)
+    model = qat.quantize_model(qat.to_tf_keras(conv_bn_classifier(seed=2)))
+    qat.train_qat(model, x, y, epochs=2, batch_size=32, verbose=0, align=False)
+    return model, x
+
+
+def test_quantize_model_lets_the_converter_fold_batch_norm(trained_qat_conv_bn):
+    """Conv + BN (+ ReLU) pairs become one int8 CONV_2D, with no float op between convs."""
+    model, _ = trained_qat_conv_bn
+    import tensorflow as tf
+
+    backbone = tf_keras.Model(model.inputs, model.get_layer("quant_probabilities").input)
+    converter = tf.lite.TFLiteConverter.from_keras_model(backbone)
+    converter.optimizations = [tf.lite.Optimize.DEFAULT]  # a QAT model: ranges from its fake quant
+    content = converter.convert()
+    ops = [(op["op"], tuple(op["output_types"])) for op in audit_tflite(content)["ops"]]
+    assert ops.count(("CONV_2D", ("int8",))) == 2
+    assert not [op for op in ops if op[0] in ("MUL", "ADD") and op[1] != ("int8",)], ops
+
+
+def test_align_biases_puts_the_keras_biases_on_the_int8_grid(trained_qat_conv_bn):
+    model, x = trained_qat_conv_bn
+    import tensorflow as tf
+
+    from keras_dcp.qat_alignment import _folded_bias, tflite_biases
+
+    changes = qat.align_biases(model)
+    assert set(changes) == {"quant_b1", "quant_b2", "quant_logits"}
+    assert 0 < max(changes.values()) < 1e-2
+    # Converted again, every int32 bias is exactly the Keras model's folded bias.
+    backbone = tf_keras.Model(model.inputs, model.get_layer("quant_probabilities").input)
+    converter = tf.lite.TFLiteConverter.from_keras_model(backbone)
+    converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    real = tflite_biases(converter.convert())
+    folded = {
+        "quant_b1": _folded_bias(model.get_layer("quant_b1").layer, None)[0],
+        "quant_b2": _folded_bias(model.get_layer("quant_b2").layer, None)[0],
+        "quant_logits": model.get_layer("quant_logits").layer.bias.numpy(),
+    }
+    for name, bias in folded.items():
+        (match,) = [value for tensor, value in real.items() if name in tensor.replace(";", "/").split("/")]
+        np.testing.assert_allclose(match, bias, rtol=0, atol=1e-6)
+    assert max(qat.align_biases(model).values()) < 1e-6  # a second call moves nothing
+
+
+def test_align_biases_needs_a_qat_model():
+    with pytest.raises(ValueError, match="QAT model"):
+        qat.align_biases(qat.to_tf_keras(conv_bn_classifier()))

@@ -151,3 +151,27 @@ def test_float_tail_needs_a_softmax(images):
     logits_only = keras.Model(inputs, keras.layers.Dense(3)(keras.layers.Flatten()(inputs)))
     with pytest.raises(ValueError, match="softmax"):
         export_tflite(logits_only, None, quantize="int8", representative=images)
+
+
+def test_fidelity_of_the_float_export_is_exact_and_int8_is_measured(protected, images, int8_models):
+    from keras_dcp.tflite import fidelity
+
+    exact = fidelity(export_tflite(protected, None), protected, images, tau=0.7)
+    assert exact["agreement"] == 1.0 and exact["mean_l1"] < 1e-4 and exact["detector_differs"] == 0.0
+    assert exact["rows"] == len(images)
+    reference = protected.predict(images, verbose=0)
+    measured = fidelity(int8_models["int8"], reference, images, xnnpack=False)
+    manual = predict(int8_models["int8"], images)
+    assert measured["mean_l1"] == pytest.approx(np.abs(manual - reference).sum(1).mean(), abs=0.02)
+    assert 0 < measured["mean_l1"] < 0.2
+
+
+def test_compare_outputs_checks_shapes_and_counts():
+    from keras_dcp.tflite import compare_outputs
+
+    a = np.array([[0.6, 0.4], [0.2, 0.8]])
+    b = np.array([[0.4, 0.6], [0.2, 0.8]])
+    row = compare_outputs(a, b, tau=0.7)
+    assert row == {"agreement": 0.5, "mean_l1": pytest.approx(0.2), "detector_differs": 0.0}
+    with pytest.raises(ValueError, match=r"\(n, K\)"):
+        compare_outputs(a, b[:1])

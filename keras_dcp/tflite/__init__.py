@@ -7,6 +7,7 @@
 from keras_dcp.tflite.audit import EDGETPU_OPS, audit_tflite, format_report
 from keras_dcp.tflite.edgetpu import EdgeTPUDeception, logits_tensor, protect_for_edgetpu
 from keras_dcp.tflite.export import QUANTIZE_MODES, export_tflite
+from keras_dcp.tflite.fidelity import compare_outputs, fidelity
 from keras_dcp.tflite.interpreter import make_interpreter, predict
 
 __all__ = [
@@ -14,7 +15,9 @@ __all__ = [
     "EdgeTPUDeception",
     "QUANTIZE_MODES",
     "audit_tflite",
+    "compare_outputs",
     "export_tflite",
+    "fidelity",
     "format_report",
     "logits_tensor",
     "make_interpreter",

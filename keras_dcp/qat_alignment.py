@@ -1,0 +1,150 @@
+"""Make a QAT model's biases exactly the int32 biases its int8 TFLite model will use.
+
+A quantization-aware (tfmot) model simulates int8 inference in float: fake
+quant on the weights (per output channel) and on the activations. One step of
+the real int8 graph is not simulated: the TFLite converter folds each
+BatchNormalization into the convolution before it and stores the folded bias
+
+    b'_k = beta_k - mean_k * c_k  (+ conv_bias_k * c_k),   c_k = gamma_k / sqrt(var_k + eps)
+
+as an int32 on the grid ``s_in * s_w,k`` (input activation scale times the
+channel's weight scale):
+
+    b_int_k = round(b'_k / (s_in * s_w,k)).
+
+The Keras QAT model keeps the exact ``b'_k``. The difference is at most half a
+grid step, a small fraction of an output step, but wherever a pre-rounding value
+lies that close to a rounding boundary the int8 output differs from the
+simulated one by a whole step, and in a deep network those one-step
+differences spread from layer to layer. :func:`align_biases` removes that
+seed: it converts the model once, reads the int32 biases back and moves
+``beta`` (or the bias of a layer without BatchNormalization) by
+``b_int_k * s_in * s_w,k - b'_k``, so the Keras model and the int8 model use the
+same biases. The change to the model is at most half a bias grid step per
+channel.
+
+Measured effect on a QAT ResNet-20: docs/results/tflite.md (QAT section).
+"""
+
+from __future__ import annotations
+
+import re
+
+import numpy as np
+
+#: TFLite operators that carry an int32 bias as their third input.
+_BIASED_OPS = ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED")
+
+
+def _inner(layer):
+    """The wrapped Keras layer of a tfmot ``QuantizeWrapper``, or the layer itself."""
+    return getattr(layer, "layer", layer)
+
+
+def _convertible_part(model):
+    """``model`` up to the input of its last Softmax (the int8 part), or the whole model."""
+    import tf_keras
+
+    for layer in reversed(model.layers):
+        if isinstance(_inner(layer), tf_keras.layers.Softmax):
+            return tf_keras.Model(model.inputs, layer.input)
+    return model
+
+
+def tflite_biases(content):
+    """``{output tensor name: float64 bias}`` of every biased op of an int8 ``.tflite`` model.
+
+    The bias is the stored int32 vector times its per-channel scale, i.e. what
+    the int8 kernel adds. Float ops (no quantized bias) are skipped.
+    """
+    from keras_dcp.tflite.flatbuffer import load_model, opcode_name
+
+    model_t = load_model(content)
+    subgraph = model_t.subgraphs[0]
+    biases = {}
+    for operator in subgraph.operators:
+        if opcode_name(model_t, operator) not in _BIASED_OPS or len(operator.inputs) < 3 or operator.inputs[2] < 0:
+            continue
+        tensor = subgraph.tensors[operator.inputs[2]]
+        quantization = tensor.quantization
+        if quantization is None or quantization.scale is None or not len(quantization.scale):
+            continue
+        values = np.frombuffer(bytes(model_t.buffers[tensor.buffer].data), dtype=np.int32)
+        name = subgraph.tensors[operator.outputs[0]].name
+        name = name.decode() if isinstance(name, bytes) else name
+        biases[name] = values.astype(np.float64) * np.asarray(quantization.scale, np.float64)
+    return biases
+
+
+def _folded_bias(batch_norm, linear):
+    """``(b', c)`` of a BatchNormalization after ``linear`` (a conv/dense or None), float64."""
+    variance = batch_norm.moving_variance.numpy().astype(np.float64)
+    gamma = batch_norm.gamma.numpy().astype(np.float64) if batch_norm.scale else 1.0
+    scale = gamma / np.sqrt(variance + batch_norm.epsilon)
+    folded = -batch_norm.moving_mean.numpy().astype(np.float64) * scale
+    if batch_norm.center:
+        folded = folded + batch_norm.beta.numpy()
+    if linear is not None and getattr(linear, "use_bias", False):
+        folded = folded + linear.bias.numpy() * scale
+    return folded, scale
+
+
+def align_biases(model):
+    """Move a QAT model's biases onto the int32 grid of its int8 TFLite model, in place.
+
+    Call once training is over (``keras_dcp.qat.train_qat`` does it by
+    default), before taking the model's outputs as the reference of its int8
+    export. Works on a QAT classifier and on ``protect_qat(...)`` of one (the
+    defense and the softmax stay float and are left alone).
+
+    Args:
+        model: a tf_keras model from :func:`keras_dcp.qat.quantize_model`.
+
+    Returns:
+        ``{layer name: largest change}``: the BatchNormalization (``beta``) or
+        conv/dense (``bias``) layers that were moved and by how much.
+
+    Raises:
+        ValueError: if ``model`` is not a tfmot QAT model, or if no biased int8
+            op of the converted model could be matched to a layer.
+    """
+    import tensorflow as tf
+    import tf_keras
+
+    from keras_dcp.tflite.export import _is_qat
+
+    if not isinstance(model, tf_keras.Model) or not _is_qat(model):
+        raise ValueError("align_biases() needs a tf_keras QAT model from keras_dcp.qat.quantize_model().")
+    part = _convertible_part(model)
+    converter = tf.lite.TFLiteConverter.from_keras_model(part)
+    converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    biases = tflite_biases(converter.convert())
+    layers = {layer.name: layer for layer in part.layers}
+    changes = {}
+    for tensor_name, real in biases.items():
+        tokens = set(re.split(r"[/;:]", tensor_name))
+        fused = [layers[name] for name in layers if name in tokens]
+        batch_norms = [l for l in fused if isinstance(_inner(l), tf_keras.layers.BatchNormalization)]
+        linears = [l for l in fused if isinstance(_inner(l), (tf_keras.layers.Conv2D, tf_keras.layers.Dense))]
+        if batch_norms and _inner(batch_norms[0]).center:
+            batch_norm = _inner(batch_norms[0])
+            folded, _ = _folded_bias(batch_norm, _inner(linears[0]) if linears else None)
+            if folded.shape != real.shape:
+                continue
+            batch_norm.beta.assign((batch_norm.beta.numpy() + (real - folded)).astype("float32"))
+            changes[batch_norms[0].name] = float(np.abs(real - folded).max())
+        elif not batch_norms and linears and getattr(_inner(linears[0]), "use_bias", False):
+            linear = _inner(linears[0])
+            if linear.bias.shape != real.shape:
+                continue
+            changes[linears[0].name] = float(np.abs(real - linear.bias.numpy()).max())
+            linear.bias.assign(real.astype("float32"))
+    if biases and not changes:
+        raise ValueError(
+            "align_biases() could not match the int8 model's biased ops to the model's layers "
+            f"(tensor names such as {next(iter(biases))!r})."
+        )
+    return changes
+
+
+__all__ = ["align_biases", "tflite_biases"]
