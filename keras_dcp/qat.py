@@ -19,7 +19,10 @@ This module provides:
   ``keras_dcp.tflite.export_tflite(..., quantize="int8")``;
 * :func:`align_biases` (:mod:`keras_dcp.qat_alignment`, run by
   :func:`train_qat`): the Keras model's folded biases set to the int32 biases
-  of its int8 export, so the two add the same biases.
+  of its int8 export, so the two add the same biases;
+* :func:`most_faithful` and :func:`mixup_images` (:mod:`keras_dcp.qat_selection`):
+  keep, among several QAT runs, the one whose int8 export is closest to its
+  Keras model.
 
 Install with the ``qat`` extra (tf_keras, tensorflow-model-optimization).
 """
@@ -306,5 +309,6 @@ def protect_qat(model, defense=None):
 
 
 from keras_dcp.qat_alignment import align_biases  # noqa: E402  (re-exported)
+from keras_dcp.qat_selection import mixup_images, most_faithful  # noqa: E402  (re-exported)
 
-__all__ = ["align_biases", "protect_qat", "quantize_model", "to_tf_keras", "train_qat", "twin_class", "twin_of"]
+__all__ = ["align_biases", "mixup_images", "most_faithful", "protect_qat", "quantize_model", "to_tf_keras", "train_qat", "twin_class", "twin_of"]

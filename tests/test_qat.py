@@ -144,3 +144,36 @@ def test_align_biases_puts_the_keras_biases_on_the_int8_grid(trained_qat_conv_bn
 def test_align_biases_needs_a_qat_model():
     with pytest.raises(ValueError, match="QAT model"):
         qat.align_biases(qat.to_tf_keras(conv_bn_classifier()))
+
+
+def test_mixup_images_blends_pairs_and_checks_arguments():
+    from keras_dcp.qat_selection import mixup_images
+
+    x = np.stack([np.full((2, 2, 1), v, "float32") for v in (0.0, 1.0, 2.0)])
+    blends = mixup_images(x, 50, seed=0)
+    assert blends.shape == (50, 2, 2, 1) and blends.dtype == np.float32
+    # Each blend is lambda a + (1 - lambda) b of two different images, lambda in [0.3, 0.7]:
+    # never one of the images itself.
+    assert not np.isin(blends[:, 0, 0, 0], x[:, 0, 0, 0]).any()
+    assert blends.min() >= 0.3 - 1e-6 and blends.max() <= 2.0 - 0.3 + 1e-6
+    np.testing.assert_array_equal(mixup_images(x, 5, seed=1), mixup_images(x, 5, seed=1))
+    with pytest.raises(ValueError, match="two images"):
+        mixup_images(x[:1], 5)
+    with pytest.raises(ValueError, match="positive int"):
+        mixup_images(x, 0)
+    with pytest.raises(ValueError, match="low"):
+        mixup_images(x, 5, low=0.8, high=0.2)
+
+
+def test_most_faithful_scores_each_candidate_and_picks_the_smallest_l1(trained_qat_conv_bn):
+    from keras_dcp.qat_selection import most_faithful
+
+    model, x = trained_qat_conv_bn
+    with pytest.raises(ValueError, match="at least one"):
+        most_faithful([], x)
+    other = qat.quantize_model(qat.to_tf_keras(conv_bn_classifier(seed=5)))
+    rng = np.random.default_rng(1)
+    qat.train_qat(other, x, rng.integers(0, 10, size=len(x)), epochs=1, batch_size=32, verbose=0)
+    best, scores = most_faithful([model, other], x, keras_dcp.DeceptionLayer(beta=0.7, gamma=0.2))
+    assert len(scores) == 2 and all(s["rows"] == len(x) and 0 <= s["agreement"] <= 1 for s in scores)
+    assert best == int(np.argmin([s["mean_l1"] for s in scores]))
