@@ -311,4 +311,7 @@ def protect_qat(model, defense=None):
 from keras_dcp.qat_alignment import align_biases  # noqa: E402  (re-exported)
 from keras_dcp.qat_selection import mixup_images, most_faithful  # noqa: E402  (re-exported)
 
-__all__ = ["align_biases", "mixup_images", "most_faithful", "protect_qat", "quantize_model", "to_tf_keras", "train_qat", "twin_class", "twin_of"]
+__all__ = [
+    "align_biases", "mixup_images", "most_faithful", "protect_qat", "quantize_model", "to_tf_keras", "train_qat",
+    "twin_class", "twin_of",
+]

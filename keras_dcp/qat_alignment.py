@@ -77,7 +77,7 @@ def tflite_biases(content):
 
 
 def _folded_bias(batch_norm, linear):
-    """``(b', c)`` of a BatchNormalization after ``linear`` (a conv/dense or None), float64."""
+    """``b'``: the bias of ``linear`` (a conv/dense or None) with the BatchNormalization after it folded in, float64."""
     variance = batch_norm.moving_variance.numpy().astype(np.float64)
     gamma = batch_norm.gamma.numpy().astype(np.float64) if batch_norm.scale else 1.0
     scale = gamma / np.sqrt(variance + batch_norm.epsilon)
@@ -86,7 +86,7 @@ def _folded_bias(batch_norm, linear):
         folded = folded + batch_norm.beta.numpy()
     if linear is not None and getattr(linear, "use_bias", False):
         folded = folded + linear.bias.numpy() * scale
-    return folded, scale
+    return folded
 
 
 def align_biases(model):
@@ -128,7 +128,7 @@ def align_biases(model):
         linears = [l for l in fused if isinstance(_inner(l), (tf_keras.layers.Conv2D, tf_keras.layers.Dense))]
         if batch_norms and _inner(batch_norms[0]).center:
             batch_norm = _inner(batch_norms[0])
-            folded, _ = _folded_bias(batch_norm, _inner(linears[0]) if linears else None)
+            folded = _folded_bias(batch_norm, _inner(linears[0]) if linears else None)
             if folded.shape != real.shape:
                 continue
             batch_norm.beta.assign((batch_norm.beta.numpy() + (real - folded)).astype("float32"))

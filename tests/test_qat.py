@@ -85,7 +85,8 @@ def conv_bn_classifier(seed=0):
     inputs = keras.Input((8, 8, 3), name="image")
     x = keras.layers.Conv2D(8, 3, padding="same", use_bias=False, name="c1")(inputs)
     x = keras.layers.ReLU(name="r1")(keras.layers.BatchNormalization(name="b1")(x))
-    y = keras.layers.BatchNormalization(name="b2")(keras.layers.Conv2D(8, 3, padding="same", use_bias=False, name="c2")(x))
+    y = keras.layers.Conv2D(8, 3, padding="same", use_bias=False, name="c2")(x)
+    y = keras.layers.BatchNormalization(name="b2")(y)
     x = keras.layers.ReLU(name="r2")(keras.layers.Add(name="add")([x, y]))
     x = keras.layers.GlobalAveragePooling2D(name="pool")(x)
     logits = keras.layers.Dense(10, name="logits")(x)
@@ -131,8 +132,8 @@ def test_align_biases_puts_the_keras_biases_on_the_int8_grid(trained_qat_conv_bn
     converter.optimizations = [tf.lite.Optimize.DEFAULT]
     real = tflite_biases(converter.convert())
     folded = {
-        "quant_b1": _folded_bias(model.get_layer("quant_b1").layer, None)[0],
-        "quant_b2": _folded_bias(model.get_layer("quant_b2").layer, None)[0],
+        "quant_b1": _folded_bias(model.get_layer("quant_b1").layer, None),
+        "quant_b2": _folded_bias(model.get_layer("quant_b2").layer, None),
         "quant_logits": model.get_layer("quant_logits").layer.bias.numpy(),
     }
     for name, bias in folded.items():
