@@ -104,12 +104,7 @@ def main(argv=None):
     settings = [s.strip() for s in args.settings.split(",") if s.strip()]
     if args.edgetpu:
         settings.append("int8 edgetpu")
-    results = {
-        "victim": args.victim, "threads": args.threads, "rounds": args.rounds, "invocations": args.invocations,
-        "machine": f"{_cpu_name()}, {os.cpu_count()} cpus, {platform.platform()}",
-        "date": time.strftime("%Y-%m-%d"), "settings": {},
-        "versions": _versions(),
-    }
+    results = {"victim": args.victim, **_run_info(args), "settings": {}}
     for setting in settings:
         if setting == "int8 edgetpu":
             kwargs = dict(quantize="int8", tail="int8")
@@ -128,9 +123,7 @@ def main(argv=None):
         results["settings"][setting] = row
         print(f"{setting:16s} bare {row['bare_us']:8.1f} us  protected {row['protected_us']:8.1f} us  "
               f"ratio {row['ratio']:.4f}", flush=True)
-    if args.json:
-        with open(args.json, "w") as handle:
-            json.dump(results, handle, indent=1)
+    _save(args, results)
     return 0
 
 
@@ -142,16 +135,24 @@ def _time_files(args, x):
             models[path] = handle.read()
     times = interleaved(models, x, args.rounds, args.invocations, args.threads)
     first = times[args.models[0]]
-    results = {"threads": args.threads, "rounds": args.rounds, "invocations": args.invocations,
-               "machine": f"{_cpu_name()}, {os.cpu_count()} cpus, {platform.platform()}",
-               "date": time.strftime("%Y-%m-%d"), "versions": _versions(),
-               "models": {path: {"us": t * 1e6, "ratio": t / first} for path, t in times.items()}}
+    results = {**_run_info(args), "models": {path: {"us": t * 1e6, "ratio": t / first} for path, t in times.items()}}
     for path, row in results["models"].items():
         print(f"{row['us']:8.1f} us  ratio {row['ratio']:.4f}  {path}", flush=True)
+    _save(args, results)
+    return 0
+
+
+def _run_info(args):
+    """What a latency number depends on: timing settings, machine, date, versions."""
+    return {"threads": args.threads, "rounds": args.rounds, "invocations": args.invocations,
+            "machine": f"{_cpu_name()}, {os.cpu_count()} cpus, {platform.platform()}",
+            "date": time.strftime("%Y-%m-%d"), "versions": _versions()}
+
+
+def _save(args, results):
     if args.json:
         with open(args.json, "w") as handle:
             json.dump(results, handle, indent=1)
-    return 0
 
 
 if __name__ == "__main__":
