@@ -89,6 +89,44 @@ def _folded_bias(batch_norm, linear):
     return folded
 
 
+def bias_moves(model, content):
+    """What :func:`align_biases` would change: ``[(layer name, variable, new value, largest change)]``.
+
+    ``model`` is the tf_keras QAT model (or the part of it) that ``content``
+    (its int8 ``.tflite`` bytes) was converted from. ``variable`` is the BN's
+    ``beta`` or the layer's ``bias``; nothing is assigned.
+
+    Raises:
+        ValueError: if no biased int8 op of ``content`` matches a layer.
+    """
+    import tf_keras
+
+    biases = tflite_biases(content)
+    layers = {layer.name: layer for layer in model.layers}
+    moves = []
+    for tensor_name, real in biases.items():
+        tokens = set(re.split(r"[/;:]", tensor_name))
+        fused = [layers[name] for name in layers if name in tokens]
+        batch_norms = [l for l in fused if isinstance(_inner(l), tf_keras.layers.BatchNormalization)]
+        linears = [l for l in fused if isinstance(_inner(l), (tf_keras.layers.Conv2D, tf_keras.layers.Dense))]
+        if batch_norms and _inner(batch_norms[0]).center:
+            batch_norm = _inner(batch_norms[0])
+            folded = _folded_bias(batch_norm, _inner(linears[0]) if linears else None)
+            if folded.shape == real.shape:
+                moves.append((batch_norms[0].name, batch_norm.beta, batch_norm.beta.numpy() + (real - folded),
+                              float(np.abs(real - folded).max())))
+        elif not batch_norms and linears and getattr(_inner(linears[0]), "use_bias", False):
+            linear = _inner(linears[0])
+            if linear.bias.shape == real.shape:
+                moves.append((linears[0].name, linear.bias, real, float(np.abs(real - linear.bias.numpy()).max())))
+    if biases and not moves:
+        raise ValueError(
+            "the int8 model's biased ops could not be matched to the model's layers "
+            f"(tensor names such as {next(iter(biases))!r})."
+        )
+    return moves
+
+
 def align_biases(model):
     """Move a QAT model's biases onto the int32 grid of its int8 TFLite model, in place.
 
@@ -96,6 +134,8 @@ def align_biases(model):
     default), before taking the model's outputs as the reference of its int8
     export. Works on a QAT classifier and on ``protect_qat(...)`` of one (the
     defense and the softmax stay float and are left alone).
+    ``keras_dcp.tflite.export_tflite`` warns when it exports a QAT model that
+    was not aligned.
 
     Args:
         model: a tf_keras model from :func:`keras_dcp.qat.quantize_model`.
@@ -118,33 +158,11 @@ def align_biases(model):
     part = _convertible_part(model)
     converter = tf.lite.TFLiteConverter.from_keras_model(part)
     converter.optimizations = [tf.lite.Optimize.DEFAULT]
-    biases = tflite_biases(converter.convert())
-    layers = {layer.name: layer for layer in part.layers}
     changes = {}
-    for tensor_name, real in biases.items():
-        tokens = set(re.split(r"[/;:]", tensor_name))
-        fused = [layers[name] for name in layers if name in tokens]
-        batch_norms = [l for l in fused if isinstance(_inner(l), tf_keras.layers.BatchNormalization)]
-        linears = [l for l in fused if isinstance(_inner(l), (tf_keras.layers.Conv2D, tf_keras.layers.Dense))]
-        if batch_norms and _inner(batch_norms[0]).center:
-            batch_norm = _inner(batch_norms[0])
-            folded = _folded_bias(batch_norm, _inner(linears[0]) if linears else None)
-            if folded.shape != real.shape:
-                continue
-            batch_norm.beta.assign((batch_norm.beta.numpy() + (real - folded)).astype("float32"))
-            changes[batch_norms[0].name] = float(np.abs(real - folded).max())
-        elif not batch_norms and linears and getattr(_inner(linears[0]), "use_bias", False):
-            linear = _inner(linears[0])
-            if linear.bias.shape != real.shape:
-                continue
-            changes[linears[0].name] = float(np.abs(real - linear.bias.numpy()).max())
-            linear.bias.assign(real.astype("float32"))
-    if biases and not changes:
-        raise ValueError(
-            "align_biases() could not match the int8 model's biased ops to the model's layers "
-            f"(tensor names such as {next(iter(biases))!r})."
-        )
+    for name, variable, value, change in bias_moves(part, converter.convert()):
+        variable.assign(np.asarray(value, "float32"))
+        changes[name] = change
     return changes
 
 
-__all__ = ["align_biases", "tflite_biases"]
+__all__ = ["align_biases", "bias_moves", "tflite_biases"]

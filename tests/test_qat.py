@@ -178,3 +178,19 @@ def test_most_faithful_scores_each_candidate_and_picks_the_smallest_l1(trained_q
     best, scores = most_faithful([model, other], x, keras_dcp.DeceptionLayer(beta=0.7, gamma=0.2))
     assert len(scores) == 2 and all(s["rows"] == len(x) and 0 <= s["agreement"] <= 1 for s in scores)
     assert best == int(np.argmin([s["mean_l1"] for s in scores]))
+
+
+def test_export_warns_when_a_qat_model_is_not_aligned():
+    import warnings
+
+    rng = np.random.default_rng(3)
+    x = rng.random((64, 8, 8, 3)).astype("float32")
+    model = qat.quantize_model(qat.to_tf_keras(conv_bn_classifier(seed=4)))
+    qat.train_qat(model, x, rng.integers(0, 10, size=64), epochs=1, batch_size=32, verbose=0, align=False)
+    protected = qat.protect_qat(model, keras_dcp.DeceptionLayer())
+    with pytest.warns(UserWarning, match="align_biases"):
+        export_tflite(protected, None, quantize="int8")
+    qat.align_biases(model)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("error", message=".*align_biases.*")
+        export_tflite(protected, None, quantize="int8")

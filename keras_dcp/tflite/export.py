@@ -305,6 +305,29 @@ def _is_qat(model):
                for layer in model.layers)
 
 
+#: A bias further than this from its int8 value means align_biases() was not run
+#: (after it the two agree to float32 rounding; tests/test_qat.py checks < 1e-6).
+_ALIGNED_ATOL = 1e-6
+
+
+def _warn_if_not_aligned(backbone, content):
+    """Warn when a QAT backbone's biases are not those of its int8 export (see keras_dcp.qat_alignment)."""
+    import warnings
+
+    from keras_dcp.qat_alignment import bias_moves
+
+    worst = max((change for *_, change in bias_moves(backbone, content)), default=0.0)
+    if worst > _ALIGNED_ATOL:
+        warnings.warn(
+            f"this QAT model's biases differ from its int8 export's by up to {worst:.2g}, so the int8 "
+            "model strays further from the Keras one than it needs to; call "
+            "keras_dcp.qat.align_biases(model) after training (keras_dcp.qat.train_qat does) and "
+            "before exporting or using the Keras model as the reference.",
+            UserWarning,
+            stacklevel=4,
+        )
+
+
 def _convert_split(model, representative, io_type, num_calibration):
     """int8 backbone (float logits out) stitched to a float32 softmax + defense tail."""
     import tensorflow as tf
@@ -320,6 +343,8 @@ def _convert_split(model, representative, io_type, num_calibration):
         converter.inference_input_type = tf.int8 if io_type == "int8" else tf.float32
         converter.inference_output_type = tf.float32
         backbone_bytes = converter.convert()
+    if _is_qat(backbone):
+        _warn_if_not_aligned(backbone, backbone_bytes)
     with _converter_for(tail) as converter:
         tail_bytes = converter.convert()
     stitched = _stitch(backbone_bytes, tail_bytes)
