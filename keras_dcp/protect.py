@@ -101,7 +101,17 @@ def protect(model, defense=None, from_logits=None, name=None, input_shape=None):
         from_logits = kind == "logits"
     copy = _copy_model(model)
     functional_inputs = _functional_inputs(copy) if copy is not model else None
-    if functional_inputs is not None:
+    if isinstance(copy, keras.Sequential) and functional_inputs is not None:
+        # Rebuild the Sequential copy as a flat graph on an input named like
+        # the original's, so the exported signature keeps its input name.
+        original = model.inputs[0]
+        inputs = keras.Input(batch_shape=original.shape, dtype=original.dtype, name=original.name)
+        outputs = inputs
+        for layer in copy.layers:
+            outputs = layer(outputs)
+    elif functional_inputs is not None:
+        # The copy's own input structure (a tensor stays a tensor, a dict a
+        # dict), so the protected model is called exactly like the original.
         inputs, outputs = functional_inputs, copy.outputs
         if len(outputs) != 1:
             raise ValueError(f"protect() needs a single-output model; {model.name!r} has {len(outputs)}.")
@@ -127,10 +137,17 @@ def protect(model, defense=None, from_logits=None, name=None, input_shape=None):
 
 
 def _functional_inputs(model):
+    """The model's symbolic inputs in the structure it was built with (tensor, list or dict), or None."""
     try:
-        return model.inputs or None
+        inputs = model.inputs
     except (AttributeError, ValueError):
         return None
+    if not inputs:
+        return None
+    try:
+        return model.input  # functional models: the structure they were built with
+    except (AttributeError, ValueError):  # a Sequential model: its one input tensor
+        return inputs[0] if len(inputs) == 1 else list(inputs)
 
 
 def _known_input_shape(model):

@@ -10,6 +10,13 @@ from keras.backend import standardize_dtype
 
 from keras_dcp import ops as dcp_ops
 from tests import reference_math as ref
+from tests.hypothesis_pool import import_every_package_module
+
+# Hypothesis (>= 6.131) also draws numbers that appear as constants in the source of the
+# local modules already imported when a test runs, so which examples a test sees depended
+# on which tests ran before it. Importing every keras_dcp module first makes that pool the
+# same in any order, alone or in the whole suite.
+import_every_package_module()
 
 
 def _np(x):
@@ -194,12 +201,34 @@ def test_top1_is_kept_when_asked(y, p, eps):
         assert (np.abs(out - y).sum(-1) <= eps + 1e-5).all()
 
 
+#: float32 against the float64 reference: the largest difference seen over 3,000 drawn examples
+#: was 2.0e-6 (a one-hot row at gamma = 2); the tolerance leaves a factor of 5.
+REFERENCE_ATOL = 1e-5
+
+
 @settings(max_examples=40, deadline=None, derandomize=True)
 @given(y=distributions(), p=params)
 def test_matches_the_float64_reference(y, p):
     out = _np(dcp_ops.deception(y, **p))
     expected, _ = ref.deception(y, p["beta"], p["gamma"], p["tau"], p["nu"])
-    np.testing.assert_allclose(out, expected, atol=2e-4)
+    np.testing.assert_allclose(out, expected, atol=REFERENCE_ATOL)
+
+
+@pytest.mark.parametrize(
+    "row, params",
+    [
+        # The example a fresh machine drew (issue 10): with beta = 1.5 the top class sits at the
+        # ceiling, where float32(1 - 1e-7) = 1 - 2**-23 and 1 - 1e-7 give different log(1 - y_c).
+        ([1.0, 0.0], dict(beta=1.5, gamma=0.25, tau=None, nu=None)),
+        ([1.0, 0.0], dict(beta=0.99999, gamma=2.0, tau=None, nu=1190.0)),
+        ([0.0, 1.0, 0.0], dict(beta=1.2, gamma=1.0, tau=None, nu=1000.0)),
+    ],
+)
+def test_matches_the_float64_reference_at_the_clip_bounds(row, params):
+    y = np.array([row], "float32")
+    out = _np(dcp_ops.deception(y, **params))
+    expected, _ = ref.deception(y, params["beta"], params["gamma"], params["tau"], params["nu"])
+    np.testing.assert_allclose(out, expected, atol=REFERENCE_ATOL)
 
 
 def test_top1_preservation_changes_the_label_when_off():

@@ -128,3 +128,72 @@ def test_cli_help_lists_subcommands(capsys):
         main(["--help"])
     assert exit_info.value.code == 0
     assert "protect" in capsys.readouterr().out
+
+
+# --- a protected model is a drop-in replacement (issue 10) ------------------------------------
+
+def _single_input_model():
+    return _model("softmax")
+
+
+def _sequential_model():
+    keras.utils.set_random_seed(0)
+    return keras.Sequential(
+        [keras.Input((6,)), keras.layers.Dense(8, activation="relu"), keras.layers.Dense(4, activation="softmax")],
+        name="seq",
+    )
+
+
+def _dict_input_model():
+    keras.utils.set_random_seed(0)
+    inputs = {"a": keras.Input((6,), name="a"), "b": keras.Input((6,), name="b")}
+    x = keras.layers.Concatenate()([inputs["a"], inputs["b"]])
+    return keras.Model(inputs, keras.layers.Dense(4, activation="softmax")(x), name="two")
+
+
+def _ways_to_call(model, path, x):
+    """Every way a user calls a served model, each as numpy (n, K)."""
+    import tensorflow as tf
+
+    model.export(str(path), verbose=False)
+    loaded = tf.saved_model.load(str(path))
+    signature = loaded.signatures["serving_default"]
+    if isinstance(x, dict):
+        by_name = {key: tf.constant(value) for key, value in x.items()}
+    else:
+        (input_name,) = signature.structured_input_signature[1]
+        by_name = {input_name: tf.constant(x)}
+    (output,) = signature(**by_name).values()
+    tensor_x = {k: tf.constant(v) for k, v in x.items()} if isinstance(x, dict) else tf.constant(x)
+    return {
+        "predict": model.predict(x, verbose=0),
+        "__call__": keras.ops.convert_to_numpy(model(x)),
+        "serve": loaded.serve(tensor_x).numpy(),
+        "serving_default": output.numpy(),
+        "signature inputs": sorted(signature.structured_input_signature[1]),
+    }
+
+
+@pytest.mark.parametrize("make", [_single_input_model, _sequential_model, _dict_input_model])
+def test_protected_model_is_called_like_the_original(make, tmp_path):
+    model = make()
+    dict_input = make is _dict_input_model
+    x = {"a": X[:5], "b": X[5:10]} if dict_input else X[:5]
+    # A defense that leaves these rows alone (tau tiny): the answers must be identical.
+    protected = keras_dcp.protect(model, keras_dcp.DeceptionLayer(beta=0.7, tau=0.01))
+    assert isinstance(protected.input, dict) == dict_input and not isinstance(protected.input, list)
+    bare = _ways_to_call(model, tmp_path / "bare", x)
+    guarded = _ways_to_call(protected, tmp_path / "protected", x)
+    assert guarded["signature inputs"] == bare["signature inputs"]
+    for way in ("predict", "__call__", "serve", "serving_default"):
+        np.testing.assert_allclose(guarded[way], bare[way], atol=1e-6, err_msg=way)
+
+
+def test_protected_model_runs_in_tflite_like_the_original():
+    model = _single_input_model()
+    protected = keras_dcp.protect(model, keras_dcp.DeceptionLayer(beta=0.7, tau=0.01))
+    from keras_dcp.tflite import export_tflite, predict
+
+    bare = predict(export_tflite(model), X)
+    guarded = predict(export_tflite(protected), X)
+    np.testing.assert_allclose(guarded, bare, atol=1e-6)
