@@ -79,9 +79,9 @@ def main(argv=None):
     parser.add_argument("--qat-epochs", type=int, default=1)
     parser.add_argument("--qat-lr", type=float, default=1e-3, help="Adam step of the QAT fine-tuning")
     parser.add_argument("--no-align", action="store_true",
-                        help="QAT: keep the Keras biases as trained (see keras_dcp.qat_alignment)")
+                        help="QAT: keep the Keras biases as trained (see keras_dcp.qat.alignment)")
     parser.add_argument("--qat-seeds", help="comma-separated seeds: train one QAT model per seed and keep the "
-                        "most faithful on --qat-check mixup images of the training set (keras_dcp.qat_selection)")
+                        "most faithful on --qat-check mixup images of the training set (keras_dcp.qat.selection)")
     parser.add_argument("--qat-check", type=int, default=2000, help="check images for --qat-seeds")
     parser.add_argument("--skip-ptq", action="store_true", help="only the QAT rows")
     parser.add_argument("--seed", type=int, default=0)
@@ -169,7 +169,7 @@ def main(argv=None):
 
     if args.qat_samples:
         from keras_dcp import qat
-        from keras_dcp.qat_selection import mixup_images, most_faithful
+        from keras_dcp.qat import mixup_images, most_faithful
 
         def train_one(seed):
             order = np.random.default_rng(seed).permutation(len(train["y"]))[:args.qat_samples]

@@ -16,13 +16,14 @@ if _sys.argv and _os.path.basename(_sys.argv[0]) == "keras-dcp":
 from keras_dcp import ops
 from keras_dcp.defenses import (
     DeceptionLayer,
+    EdgeTPUDeception,
     OutputDefense,
     ReverseSigmoid,
     Rounding,
     TopK,
     TopLabel,
 )
-from keras_dcp.defenses.spec import build_defense, parse_spec
+from keras_dcp.defenses.registry import build_defense, parse_spec
 from keras_dcp.protect import protect
 
 _SUBMODULES = ("attacks", "data", "experiments", "models", "qat", "tflite", "training")
@@ -43,6 +44,7 @@ def __getattr__(name):
 
 __all__ = [
     "DeceptionLayer",
+    "EdgeTPUDeception",
     "OutputDefense",
     "ReverseSigmoid",
     "Rounding",

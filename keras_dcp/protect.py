@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import keras
 
 from keras_dcp.defenses.base import OutputDefense
@@ -26,7 +28,7 @@ def _activation_name(layer):
     return name if isinstance(name, str) else None
 
 
-def detect_output_kind(model):
+def detect_output_kind(model: keras.Model) -> str | None:
     """``"probabilities"``, ``"logits"`` or None (cannot tell) for ``model``'s last layer."""
     layers = getattr(model, "layers", None)
     if not layers:
@@ -37,6 +39,37 @@ def detect_output_kind(model):
     if name in _LOGIT_ACTIVATIONS:
         return "logits"
     return None
+
+
+def logits_tensor(model: keras.Model):
+    """The symbolic logits of a functional classifier that ends in a softmax: ``(inputs, logits)``.
+
+    Works for models ending in a ``Softmax`` layer (its input is the logits)
+    or in a ``Dense(..., activation="softmax")`` (rebuilt with a linear
+    activation and the same weights), and for models already ending in a
+    linear layer. ``inputs`` is the model's input structure. Raises ValueError
+    otherwise.
+    """
+    if not getattr(model, "inputs", None) or not getattr(model, "layers", None):
+        raise ValueError(f"Model {model.name!r} is not a built functional model; cannot find its logits.")
+    inputs = _functional_inputs(model)
+    last = model.layers[-1]
+    if isinstance(last, keras.layers.Softmax):
+        return inputs, last.input
+    if isinstance(last, keras.layers.Dense):
+        activation = _activation_name(last)
+        if activation == "softmax":
+            config = dict(last.get_config(), activation="linear", name=f"{last.name}_logits")
+            head = keras.layers.Dense.from_config(config)
+            logits = head(last.input)
+            head.set_weights(last.get_weights())
+            return inputs, logits
+        if activation == "linear":
+            return inputs, last.output
+    raise ValueError(
+        f"Cannot find the logits of model {model.name!r} (last layer {last.name!r} of type "
+        f"{type(last).__name__}); end it in a Softmax layer or a Dense layer with softmax."
+    )
 
 
 def _copy_model(model):
@@ -50,14 +83,25 @@ def _copy_model(model):
     return clone
 
 
-def protect(model, defense=None, from_logits=None, name=None, input_shape=None):
+def protect(
+    model: keras.Model,
+    defense: OutputDefense | None = None,
+    from_logits: bool | None = None,
+    name: str | None = None,
+    input_shape: tuple[int, ...] | None = None,
+) -> keras.Model:
     """Return a new model that applies ``defense`` to ``model``'s probabilities.
 
     ``protected(x) = defense(softmax(model(x)))`` when the model ends in logits,
-    ``defense(model(x))`` when it ends in a softmax. The user's model is never
+    ``defense(model(x))`` when it ends in a softmax; a defense that takes
+    logits (``defense.input_kind == "logits"``, e.g. the Edge TPU formulation)
+    is wired on the model's logits instead. The user's model is never
     modified: Sequential and functional models are cloned with their weights;
     subclassed models are wrapped (the protected model then shares their
-    variables).
+    variables). The protected model takes its inputs exactly as the original
+    does (a tensor stays a tensor, a dict stays a dict, same names), so it is a
+    drop-in replacement for ``predict``, ``__call__`` and the exported
+    ``serve`` / ``serving_default`` endpoints.
 
     Args:
         model: a built Keras 3 classifier with one output of shape ``(batch, K)``.
@@ -74,9 +118,9 @@ def protect(model, defense=None, from_logits=None, name=None, input_shape=None):
         A functional ``keras.Model`` with the same inputs and the defended output.
 
     Raises:
-        ValueError: if the model's output kind cannot be detected, the model is
-            input shape is unknown, its output is not 2D, or it already ends in
-            a defense.
+        ValueError: if the model's output kind cannot be detected, its input
+            shape is unknown, its output is not 2D, or it already ends in a
+            defense.
     """
     if not isinstance(model, keras.Model):
         raise ValueError(f"protect() needs a keras.Model; got {type(model).__name__}.")
@@ -100,6 +144,28 @@ def protect(model, defense=None, from_logits=None, name=None, input_shape=None):
             )
         from_logits = kind == "logits"
     copy = _copy_model(model)
+    inputs, outputs = _symbolic_graph(model, copy, input_shape)
+    if len(outputs.shape) != 2:
+        raise ValueError(
+            f"protect() needs an output of shape (batch, num_classes); {model.name!r} "
+            f"outputs {tuple(outputs.shape)}."
+        )
+    if defense.input_kind == "logits":
+        if not from_logits:
+            if copy is model:
+                raise ValueError(
+                    f"{type(defense).__name__} takes logits, and the logits of subclassed model "
+                    f"{model.name!r} cannot be reached; make it output logits and pass from_logits=True."
+                )
+            inputs, outputs = logits_tensor(copy)
+    elif from_logits:
+        outputs = keras.layers.Softmax(name="probabilities")(outputs)
+    outputs = defense(outputs)
+    return keras.Model(inputs, outputs, name=name or f"{model.name}_protected")
+
+
+def _symbolic_graph(model, copy, input_shape):
+    """``(inputs, output)`` of the copy as one flat functional graph, inputs structured as the original's."""
     functional_inputs = _functional_inputs(copy) if copy is not model else None
     if isinstance(copy, keras.Sequential) and functional_inputs is not None:
         # Rebuild the Sequential copy as a flat graph on an input named like
@@ -109,34 +175,23 @@ def protect(model, defense=None, from_logits=None, name=None, input_shape=None):
         outputs = inputs
         for layer in copy.layers:
             outputs = layer(outputs)
-    elif functional_inputs is not None:
-        # The copy's own input structure (a tensor stays a tensor, a dict a
-        # dict), so the protected model is called exactly like the original.
-        inputs, outputs = functional_inputs, copy.outputs
+        return inputs, outputs
+    if functional_inputs is not None:
+        outputs = copy.outputs
         if len(outputs) != 1:
             raise ValueError(f"protect() needs a single-output model; {model.name!r} has {len(outputs)}.")
-        outputs = outputs[0]
-    else:
-        shape = tuple(input_shape) if input_shape is not None else _known_input_shape(model)
-        if shape is None:
-            raise ValueError(
-                f"Cannot tell the input shape of model {model.name!r}: pass "
-                "input_shape=(H, W, C) (without the batch dimension)."
-            )
-        inputs = keras.Input(shape=shape, name="image")
-        outputs = copy(inputs)
-    if len(outputs.shape) != 2:
+        return functional_inputs, outputs[0]
+    shape = tuple(input_shape) if input_shape is not None else _known_input_shape(model)
+    if shape is None:
         raise ValueError(
-            f"protect() needs an output of shape (batch, num_classes); {model.name!r} "
-            f"outputs {tuple(outputs.shape)}."
+            f"Cannot tell the input shape of model {model.name!r}: pass "
+            "input_shape=(H, W, C) (without the batch dimension)."
         )
-    if from_logits:
-        outputs = keras.layers.Softmax(name="probabilities")(outputs)
-    outputs = defense(outputs)
-    return keras.Model(inputs, outputs, name=name or f"{model.name}_protected")
+    inputs = keras.Input(shape=shape, name="image")
+    return inputs, copy(inputs)
 
 
-def _functional_inputs(model):
+def _functional_inputs(model: Any):
     """The model's symbolic inputs in the structure it was built with (tensor, list or dict), or None."""
     try:
         inputs = model.inputs

@@ -17,47 +17,20 @@ import os
 import keras
 import numpy as np
 
+from keras_dcp.augment import random_crop_flip
+from keras_dcp.data.images import to_float
+from keras_dcp.validation import check_int, check_positive
+
 #: File names inside ``checkpoint_dir``.
 CHECKPOINT_WEIGHTS = "checkpoint.weights.h5"
 CHECKPOINT_STATE = "checkpoint.json"
 
 
-def to_float_images(x):
-    """uint8 ``[0, 255]`` -> float32 ``[0, 1]``; float input is only cast to float32."""
-    x = np.asarray(x)
-    if x.dtype == np.uint8:
-        return x.astype("float32") / 255.0
-    return x.astype("float32", copy=False)
+#: uint8 ``[0, 255]`` -> float32 ``[0, 1]`` (the package's one converter, :func:`keras_dcp.data.to_float`).
+to_float_images = to_float
 
-
-def augment_batch(x, rng, pad=4, flip=True):
-    """Random crop after zero padding, and random horizontal flip, in NumPy.
-
-    For each image ``x_i`` of shape ``(H, W, C)``: pad ``pad`` pixels of zeros
-    on every side, cut a random ``H x W`` window (offsets uniform in
-    ``[0, 2 pad]``), and mirror it left-right with probability 1/2 if
-    ``flip``. Shapes: ``(n, H, W, C) -> (n, H, W, C)``, same dtype.
-
-    Args:
-        x: a batch of images, NHWC.
-        rng: a ``numpy.random.Generator`` (seeded by the caller).
-        pad: padding in pixels, >= 0.
-        flip: also flip horizontally (off for digits and text).
-    """
-    n, height, width = x.shape[:3]
-    out = x
-    if pad > 0:
-        padded = np.pad(x, ((0, 0), (pad, pad), (pad, pad), (0, 0)))
-        top = rng.integers(0, 2 * pad + 1, size=n)
-        left = rng.integers(0, 2 * pad + 1, size=n)
-        rows = top[:, None] + np.arange(height)[None, :]
-        cols = left[:, None] + np.arange(width)[None, :]
-        out = padded[np.arange(n)[:, None, None], rows[:, :, None], cols[:, None, :]]
-    if flip:
-        mirrored = rng.random(n) < 0.5
-        out = out.copy() if out is x else out
-        out[mirrored] = out[mirrored, :, ::-1]
-    return out
+#: Random crop after zero padding + horizontal flip (:func:`keras_dcp.augment.random_crop_flip`).
+augment_batch = random_crop_flip
 
 
 class AugmentedImages(keras.utils.PyDataset):
@@ -89,11 +62,11 @@ class AugmentedImages(keras.utils.PyDataset):
 
     def __getitem__(self, index):
         rows = np.sort(self._order[index * self.batch_size:(index + 1) * self.batch_size])
-        x = to_float_images(self.x[rows])
+        x = to_float(self.x[rows])
         if self.augment:
             # One generator per (seed, epoch, batch): batches can be fetched in any order.
             rng = np.random.default_rng([self.seed, self.epoch, index])
-            x = augment_batch(x, rng, pad=self.pad, flip=self.flip)
+            x = random_crop_flip(x, rng, pad=self.pad, flip=self.flip)
         return x, self.y[rows]
 
     def on_epoch_end(self):
@@ -174,11 +147,9 @@ def _check_inputs(x, y, epochs, batch_size, learning_rate):
         raise ValueError(f"`x` must be images of shape (n, height, width, channels); got shape {x.shape}.")
     if len(x) != len(y) or len(x) == 0:
         raise ValueError(f"`x` and `y` must hold the same number (> 0) of rows; got {len(x)} and {len(y)}.")
-    for name, value in (("epochs", epochs), ("batch_size", batch_size)):
-        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-            raise ValueError(f"`{name}` must be an int >= 1; got {value!r}.")
-    if not learning_rate > 0:
-        raise ValueError(f"`learning_rate` must be > 0; got {learning_rate!r}.")
+    check_int("epochs", epochs, minimum=1)
+    check_int("batch_size", batch_size, minimum=1)
+    check_positive("learning_rate", learning_rate)
     return x, y
 
 
@@ -264,7 +235,7 @@ def train_classifier(
         data = AugmentedImages(x, y, batch_size, augment=augment, flip=flip, seed=seed, epoch=initial_epoch)
         if validation_data is not None:
             x_val, y_val = validation_data
-            validation_data = (to_float_images(x_val), np.asarray(y_val).reshape(-1).astype("int64"))
+            validation_data = (to_float(x_val), np.asarray(y_val).reshape(-1).astype("int64"))
         result = trained.fit(
             data,
             epochs=epochs,
@@ -289,7 +260,7 @@ def _compile(model, learning_rate, total_steps, momentum, weight_decay):
 
 def accuracy(model, x, y, batch_size=256):
     """Top-1 accuracy of ``model`` (probabilities or logits out) on ``(x, y)``: mean ``[argmax f(x_i) = y_i]``."""
-    probabilities = model.predict(to_float_images(x), batch_size=batch_size, verbose=0)
+    probabilities = model.predict(to_float(x), batch_size=batch_size, verbose=0)
     return float(np.mean(np.argmax(probabilities, axis=-1) == np.asarray(y).reshape(-1)))
 
 

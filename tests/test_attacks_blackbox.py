@@ -175,5 +175,5 @@ def test_bad_targets(tmp_path):
 
 def test_unmetered_path_is_not_counted(protected_model, images, reference):
     victim = attacks.BlackBox(protected_model, budget=1)
-    np.testing.assert_allclose(victim._answer_unmetered(images), reference, atol=1e-6)
+    np.testing.assert_allclose(victim.answer_unmetered(images), reference, atol=1e-6)
     assert victim.queries_used == 0 and len(victim.log) == 0

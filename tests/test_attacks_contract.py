@@ -9,7 +9,7 @@ import pytest
 import keras_dcp
 from keras_dcp import attacks
 from keras_dcp.attacks import _testing
-from keras_dcp.attacks.zeroth_order import make_generator
+from keras_dcp.attacks.generator import make_generator
 
 BUDGET = 300
 

@@ -24,7 +24,7 @@ SCRIPT = textwrap.dedent(
     )
     from keras_dcp import attacks
     from keras_dcp.attacks import _testing
-    from keras_dcp.attacks.zeroth_order import make_generator
+    from keras_dcp.attacks.generator import make_generator
 
     strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
     data = _testing.digits(16)

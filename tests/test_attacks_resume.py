@@ -9,7 +9,7 @@ import pytest
 
 from keras_dcp import attacks
 from keras_dcp.attacks import _testing
-from keras_dcp.attacks.zeroth_order import make_generator
+from keras_dcp.attacks.generator import make_generator
 
 
 class Interrupt(Exception):
@@ -184,7 +184,7 @@ def test_interrupt_during_training_keeps_the_untrained_answers(tmp_path, victim_
             checkpoint_dir=tmp_path,
         )
 
-    original_step = zeroth_order._Context.clone_step
+    original_step = zeroth_order.ZerothOrderRun.clone_step
     calls = [0]
 
     def interrupted_step(self, x, y):
@@ -195,10 +195,10 @@ def test_interrupt_during_training_keeps_the_untrained_answers(tmp_path, victim_
 
     cost = make_attack().cost_per_iteration()
     first_victim = attacks.BlackBox(victim_model, record_arrays=True)
-    monkeypatch.setattr(zeroth_order._Context, "clone_step", interrupted_step)
+    monkeypatch.setattr(zeroth_order.ZerothOrderRun, "clone_step", interrupted_step)
     with pytest.raises(Interrupt):
         make_attack().extract(first_victim, budget=4 * cost)
-    monkeypatch.setattr(zeroth_order._Context, "clone_step", original_step)
+    monkeypatch.setattr(zeroth_order.ZerothOrderRun, "clone_step", original_step)
     assert first_victim.queries_used == 4 * (1 + 2) + 4  # one estimate and one fresh batch
     state = json.loads((tmp_path / "state.json").read_text())
     assert state["iteration"] == 1 and state["pending_batches"] == 1
@@ -208,7 +208,7 @@ def test_interrupt_during_training_keeps_the_untrained_answers(tmp_path, victim_
 
     steps = []
     monkeypatch.setattr(
-        zeroth_order._Context, "clone_step", lambda self, x, y: steps.append(len(x)) or original_step(self, x, y)
+        zeroth_order.ZerothOrderRun, "clone_step", lambda self, x, y: steps.append(len(x)) or original_step(self, x, y)
     )
     victim = attacks.BlackBox(victim_model)
     attack = make_attack()

@@ -121,7 +121,7 @@ def test_align_biases_puts_the_keras_biases_on_the_int8_grid(trained_qat_conv_bn
     model, x = trained_qat_conv_bn
     import tensorflow as tf
 
-    from keras_dcp.qat_alignment import _folded_bias, tflite_biases
+    from keras_dcp.qat.alignment import folded_bias, tflite_biases
 
     changes = qat.align_biases(model)
     assert set(changes) == {"quant_b1", "quant_b2", "quant_logits"}
@@ -132,8 +132,8 @@ def test_align_biases_puts_the_keras_biases_on_the_int8_grid(trained_qat_conv_bn
     converter.optimizations = [tf.lite.Optimize.DEFAULT]
     real = tflite_biases(converter.convert())
     folded = {
-        "quant_b1": _folded_bias(model.get_layer("quant_b1").layer, None),
-        "quant_b2": _folded_bias(model.get_layer("quant_b2").layer, None),
+        "quant_b1": folded_bias(model.get_layer("quant_b1").layer, None),
+        "quant_b2": folded_bias(model.get_layer("quant_b2").layer, None),
         "quant_logits": model.get_layer("quant_logits").layer.bias.numpy(),
     }
     for name, bias in folded.items():
@@ -148,7 +148,7 @@ def test_align_biases_needs_a_qat_model():
 
 
 def test_mixup_images_blends_pairs_and_checks_arguments():
-    from keras_dcp.qat_selection import mixup_images
+    from keras_dcp.qat.selection import mixup_images
 
     x = np.stack([np.full((2, 2, 1), v, "float32") for v in (0.0, 1.0, 2.0)])
     blends = mixup_images(x, 50, seed=0)
@@ -160,14 +160,14 @@ def test_mixup_images_blends_pairs_and_checks_arguments():
     np.testing.assert_array_equal(mixup_images(x, 5, seed=1), mixup_images(x, 5, seed=1))
     with pytest.raises(ValueError, match="two images"):
         mixup_images(x[:1], 5)
-    with pytest.raises(ValueError, match="positive int"):
+    with pytest.raises(ValueError, match="must be an int >= 1"):
         mixup_images(x, 0)
     with pytest.raises(ValueError, match="low"):
         mixup_images(x, 5, low=0.8, high=0.2)
 
 
 def test_most_faithful_scores_each_candidate_and_picks_the_smallest_l1(trained_qat_conv_bn):
-    from keras_dcp.qat_selection import most_faithful
+    from keras_dcp.qat.selection import most_faithful
 
     model, x = trained_qat_conv_bn
     with pytest.raises(ValueError, match="at least one"):

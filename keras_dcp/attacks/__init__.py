@@ -5,27 +5,26 @@
 >>> clone = attacks.KnockoffNets(make_clone).extract(victim, query_images)  # doctest: +SKIP
 >>> attacks.evaluate_clone(clone, victim, x_test, y_test)              # doctest: +SKIP
 
-Every attack is an :class:`Attack` with ``extract(victim, ...) -> clone`` and
-sees the victim only through the metered :class:`BlackBox`.
+Every attack is an :class:`Attack` with ``extract(victim, ...) -> clone``,
+sees the victim only through the metered :class:`BlackBox`, and is reachable
+by name through the registry (:data:`ATTACKS`, :func:`build_attack`). All of
+them are plain Keras and run on every Keras backend.
 """
 
-from keras_dcp.attacks.base import Attack, QueryStore, SGDL2, reference_sgd
+# Registration order is the order names are listed in: KnockoffNets first.
+from keras_dcp.attacks.knockoff import KnockoffNets, KnockoffNetsLabelOnly  # isort: skip
+from keras_dcp.attacks.maze import MAZE  # isort: skip
+from keras_dcp.attacks.dfme import DFME  # isort: skip
+from keras_dcp.attacks.base import SGDL2, Attack, QueryStore, reference_sgd
 from keras_dcp.attacks.blackbox import BlackBox, BudgetExceededError, QueryLog, QueryRecord
 from keras_dcp.attacks.evaluate import evaluate_clone
-from keras_dcp.attacks.knockoff import KnockoffNets, KnockoffNetsLabelOnly
-
-
-def __getattr__(name):
-    # MAZE and DFME need TensorFlow; import them on first use so the rest of
-    # the package also works where only JAX is installed.
-    if name in ("MAZE", "DFME", "ZerothOrderAttack", "zeroth_order_gradient", "make_generator"):
-        from keras_dcp.attacks import zeroth_order
-
-        return getattr(zeroth_order, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
+from keras_dcp.attacks.generator import make_generator
+from keras_dcp.attacks.gradient_estimation import zeroth_order_gradient
+from keras_dcp.attacks.registry import ATTACKS, attack_class, attack_names, build_attack, register_attack
+from keras_dcp.attacks.zeroth_order import ZerothOrderAttack
 
 __all__ = [
+    "ATTACKS",
     "DFME",
     "MAZE",
     "SGDL2",
@@ -37,6 +36,13 @@ __all__ = [
     "QueryLog",
     "QueryRecord",
     "QueryStore",
+    "ZerothOrderAttack",
+    "attack_class",
+    "attack_names",
+    "build_attack",
     "evaluate_clone",
+    "make_generator",
     "reference_sgd",
+    "register_attack",
+    "zeroth_order_gradient",
 ]

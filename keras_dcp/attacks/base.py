@@ -19,15 +19,26 @@ import hashlib
 import json
 import os
 import tempfile
+from typing import Any, Callable, ClassVar
 
 import keras
 import numpy as np
 
 from keras_dcp.attacks.blackbox import BlackBox, BudgetExceededError
+from keras_dcp.validation import check_int
 
 
 class Attack:
     """Base class of the model-stealing attacks.
+
+    Class attributes (what the attack needs; read by the runner, the CLI and
+    the tables through :mod:`keras_dcp.attacks.registry`):
+
+    * ``name``: its registry name (set by ``register_attack``);
+    * ``needs_query_images``: it queries natural images the thief owns;
+    * ``label_only``: it learns from top-1 labels only;
+    * ``clone_training_arguments``: the runner's clone-training settings
+      (``epochs``, ``batch_size``, ``learning_rate``) it accepts.
 
     Args:
         make_clone: callable ``() -> keras.Model``, uncompiled, mapping images
@@ -39,18 +50,21 @@ class Attack:
         verbose: 0 silent, 1 progress bars.
     """
 
-    def __init__(self, make_clone, seed=0, verbose=1):
+    name: ClassVar[str] = ""
+    needs_query_images: ClassVar[bool] = False
+    label_only: ClassVar[bool] = False
+    clone_training_arguments: ClassVar[tuple[str, ...]] = ()
+
+    def __init__(self, make_clone: Callable[[], keras.Model], seed: int = 0, verbose: int = 1):
         if not callable(make_clone):
             raise ValueError(f"`make_clone` must be a callable returning a keras.Model; got {make_clone!r}.")
-        if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
-            raise ValueError(f"`seed` must be an int; got {seed!r}.")
         self.make_clone = make_clone
-        self.seed = int(seed)
-        self.verbose = int(verbose)
+        self.seed = check_int("seed", seed)
+        self.verbose = int(verbose) if isinstance(verbose, bool) else check_int("verbose", verbose, minimum=0)
         self.history: dict = {}
         self.queries_used = 0
 
-    def extract(self, victim, *args, **kwargs):
+    def extract(self, victim: BlackBox, *args: Any, **kwargs: Any) -> keras.Model:
         """Steal ``victim``; returns the trained clone (a ``keras.Model``)."""
         raise NotImplementedError
 
@@ -74,9 +88,7 @@ class Attack:
         ``available`` (e.g. the number of query images).
         """
         if budget is not None:
-            if isinstance(budget, bool) or not isinstance(budget, (int, np.integer)) or budget < 1:
-                raise ValueError(f"`{name}` must be an int >= 1 or None; got {budget!r}.")
-            budget = int(budget)
+            budget = check_int(name, budget, minimum=1)
             if victim.remaining is not None and budget > victim.remaining:
                 raise BudgetExceededError(
                     f"The attack asks for {budget} queries but the victim has {victim.remaining} left."

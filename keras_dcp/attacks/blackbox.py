@@ -10,9 +10,14 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import threading
+from typing import Any, Callable
 
 import keras
 import numpy as np
+
+from keras_dcp.inference import pad_rows_to_power_of_two
+from keras_dcp.validation import check_choice, check_int
 
 _OUTPUT_MODES = ("probabilities", "label")
 
@@ -93,14 +98,6 @@ class QueryLog:
         return f"QueryLog(calls={len(self)}, total={self.total})"
 
 
-def _check_budget(budget):
-    if budget is None:
-        return None
-    if isinstance(budget, bool) or not isinstance(budget, (int, np.integer)) or budget < 0:
-        raise ValueError(f"`budget` must be an int >= 0 or None; got {budget!r}.")
-    return int(budget)
-
-
 def _check_input_range(input_range):
     try:
         low, high = (float(v) for v in input_range)
@@ -127,10 +124,7 @@ class _KerasTarget:
 
     def __call__(self, x):
         n = x.shape[0]
-        padded_rows = max(8, 1 << (n - 1).bit_length())
-        if padded_rows != n:
-            x = np.concatenate([x, np.zeros((padded_rows - n, *x.shape[1:]), x.dtype)])
-        return keras.ops.convert_to_numpy(self.model.predict_on_batch(x))[:n]
+        return keras.ops.convert_to_numpy(self.model.predict_on_batch(pad_rows_to_power_of_two(x, minimum=8)))[:n]
 
 
 class _SavedModelTarget:
@@ -170,36 +164,23 @@ class _TFLiteTarget:
     """A ``.tflite`` flatbuffer run with the LiteRT interpreter (float or quantised I/O)."""
 
     def __init__(self, path):
-        from ai_edge_litert.interpreter import Interpreter
+        from keras_dcp.tflite.interpreter import make_interpreter
 
-        self._interpreter = Interpreter(model_path=path)
-        self._interpreter.allocate_tensors()
-        self._input = self._interpreter.get_input_details()[0]
-        self._output = self._interpreter.get_output_details()[0]
-        self.input_shape = tuple(int(d) for d in self._input["shape"][1:])
-        out_shape = self._output["shape"]
+        try:
+            self._interpreter = make_interpreter(path)
+        except (ValueError, RuntimeError, OSError) as error:
+            raise ValueError(f"Cannot load the TFLite model {path!r}: {error}") from None
+        details = self._interpreter.get_input_details()
+        if len(details) != 1:
+            raise ValueError(f"The TFLite model {path!r} must take one input; it takes {len(details)}.")
+        self.input_shape = tuple(int(d) for d in details[0]["shape"][1:])
+        out_shape = self._interpreter.get_output_details()[0]["shape"]
         self.num_classes = int(out_shape[-1]) if len(out_shape) == 2 else None
-        self._batch = int(self._input["shape"][0])
 
     def __call__(self, x):
-        interpreter = self._interpreter
-        if x.shape[0] != self._batch:
-            interpreter.resize_tensor_input(self._input["index"], [x.shape[0], *self.input_shape])
-            interpreter.allocate_tensors()
-            self._batch = x.shape[0]
-            self._output = interpreter.get_output_details()[0]
-        dtype = self._input["dtype"]
-        if np.issubdtype(dtype, np.integer):
-            scale, zero_point = self._input["quantization"]
-            info = np.iinfo(dtype)
-            x = np.clip(np.round(x / scale + zero_point), info.min, info.max).astype(dtype)
-        interpreter.set_tensor(self._input["index"], x.astype(dtype, copy=False))
-        interpreter.invoke()
-        y = interpreter.get_tensor(self._output["index"])
-        if np.issubdtype(y.dtype, np.integer):
-            scale, zero_point = self._output["quantization"]
-            y = (y.astype("float32") - zero_point) * scale
-        return y
+        from keras_dcp.tflite.interpreter import predict
+
+        return predict(None, x, batch_size=len(x), interpreter=self._interpreter)
 
 
 class _CallableTarget:
@@ -229,10 +210,17 @@ def _resolve_target(target):
             return _SavedModelTarget(path)
         if path.endswith(".tflite"):
             return _TFLiteTarget(path)
-        if path.endswith((".keras", ".h5")):
-            import keras_dcp  # noqa: F401  (registers the defense layers for safe_mode loading)
+        if path.endswith(".keras"):
+            from keras_dcp.model_io import load_keras_model
 
-            return _KerasTarget(keras.saving.load_model(path, compile=False))
+            return _KerasTarget(load_keras_model(path, what="victim"))
+        if path.endswith(".h5"):
+            import keras_dcp.defenses  # noqa: F401  (registers the defense layers for safe_mode loading)
+
+            try:
+                return _KerasTarget(keras.saving.load_model(path, compile=False))
+            except (OSError, KeyError, TypeError, ValueError) as error:
+                raise ValueError(f"Cannot load the victim {path!r}: {error}") from None
         raise ValueError(f"Cannot tell what {path!r} is: expected a .keras, .h5 or .tflite file or a SavedModel dir.")
     if callable(target):
         return _CallableTarget(target)
@@ -283,22 +271,20 @@ class BlackBox:
 
     def __init__(
         self,
-        target,
-        budget=None,
-        output="probabilities",
-        input_range=(0.0, 1.0),
-        batch_size=256,
-        record=True,
-        record_arrays=False,
-        input_shape=None,
-        num_classes=None,
+        target: keras.Model | str | os.PathLike | Callable[[np.ndarray], Any],
+        budget: int | None = None,
+        output: str = "probabilities",
+        input_range: tuple[float, float] = (0.0, 1.0),
+        batch_size: int = 256,
+        record: bool = True,
+        record_arrays: bool = False,
+        input_shape: tuple[int, ...] | None = None,
+        num_classes: int | None = None,
     ):
-        if output not in _OUTPUT_MODES:
-            raise ValueError(f"`output` must be one of {_OUTPUT_MODES}; got {output!r}.")
-        if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
-            raise ValueError(f"`batch_size` must be an int >= 1; got {batch_size!r}.")
+        check_choice("output", output, _OUTPUT_MODES)
+        check_int("batch_size", batch_size, minimum=1)
+        self.budget = check_int("budget", budget, minimum=0, allow_none=True)
         self._target = _resolve_target(target)
-        self.budget = _check_budget(budget)
         self.output = output
         self.input_range = _check_input_range(input_range)
         self.batch_size = int(batch_size)
@@ -306,18 +292,26 @@ class BlackBox:
         self.log = QueryLog(keep_arrays=bool(record_arrays)) if record else None
         self.queries_used = 0
         self._calls = 0
+        # Reserving rows and counting them is one atomic step: threads sharing a
+        # black box can never get more answers than the budget.
+        self._lock = threading.Lock()
+        self._reserved = 0
         shape = input_shape if input_shape is not None else self._target.input_shape
         self.input_shape = None if shape is None else tuple(None if d is None else int(d) for d in shape)
         classes = num_classes if num_classes is not None else self._target.num_classes
         self.num_classes = None if classes is None else int(classes)
 
     @property
-    def remaining(self):
+    def remaining(self) -> int | None:
         """Images still answerable (``budget - queries_used``), or None without a budget."""
         return None if self.budget is None else self.budget - self.queries_used
 
-    def query(self, x, tag=None):
+    def query(self, x: np.ndarray, tag: str | None = None) -> np.ndarray:
         """Answer a batch; counts ``len(x)`` queries.
+
+        Thread-safe: the rows are reserved against the budget under a lock
+        before the victim runs, and released if it fails, so concurrent
+        callers never get more than ``budget`` answers in total.
 
         Args:
             x: float array ``(n, H, W, C)`` with every value in ``input_range``
@@ -335,22 +329,41 @@ class BlackBox:
         """
         x = self._validate(x)
         n = x.shape[0]
-        if self.budget is not None and self.queries_used + n > self.budget:
-            raise BudgetExceededError(
-                f"Query of {n} images refused: {self.queries_used} of the budget of "
-                f"{self.budget} already used ({self.remaining} left)."
-            )
-        y = self._answer(x)
-        self.queries_used += n
-        self._calls += 1
-        if self.log is not None:
-            self.log.append(QueryRecord(self._calls, n, self.queries_used, tag), x, y)
+        with self._lock:
+            if self.budget is not None and self.queries_used + self._reserved + n > self.budget:
+                raise BudgetExceededError(
+                    f"Query of {n} images refused: {self.queries_used} of the budget of "
+                    f"{self.budget} already used ({self.remaining} left"
+                    + (f", {self._reserved} being answered" if self._reserved else "") + ")."
+                )
+            self._reserved += n
+        try:
+            y = self._answer(x)
+        except BaseException:
+            with self._lock:
+                self._reserved -= n
+            raise
+        with self._lock:
+            self._reserved -= n
+            self.queries_used += n
+            self._calls += 1
+            if self.log is not None:
+                self.log.append(QueryRecord(self._calls, n, self.queries_used, tag), x, y)
         return y
 
     __call__ = query
 
+    def answer_unmetered(self, x: np.ndarray) -> np.ndarray:
+        """The victim's answers to ``x``, validated but neither counted nor logged.
+
+        For the defender's own evaluation (:func:`keras_dcp.attacks.evaluate_clone`
+        scores a clone against the defended victim on test images), never for
+        an attack: an attack that called it would steal for free.
+        """
+        return self._answer(self._validate(x))
+
     def _answer(self, x):
-        """The victim's answer to a validated batch, uncounted (used by ``evaluate_clone``)."""
+        """The victim's answer to a validated batch, uncounted."""
         n = x.shape[0]
         if n == 0:
             return np.zeros((0, self.num_classes or 0), "float32")
@@ -359,10 +372,6 @@ class BlackBox:
         if self.output == "label":
             y = np.eye(y.shape[1], dtype="float32")[np.argmax(y, axis=1)]
         return y
-
-    def _answer_unmetered(self, x):
-        """Validate and answer without counting or logging: for evaluation, never for attacks."""
-        return self._answer(self._validate(x))
 
     def _call_target(self, x):
         y = np.asarray(self._target(x), dtype="float32")

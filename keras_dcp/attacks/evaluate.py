@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import keras
 import numpy as np
 
@@ -17,7 +19,14 @@ def _labels(y):
     return np.argmax(y, axis=1) if y.ndim == 2 else y.reshape(-1).astype("int64")
 
 
-def evaluate_clone(clone, victim, x_test, y_test, undefended=None, batch_size=256):
+def evaluate_clone(
+    clone: keras.Model,
+    victim: BlackBox,
+    x_test: np.ndarray,
+    y_test: np.ndarray,
+    undefended: Any = None,
+    batch_size: int = 256,
+) -> dict[str, Any]:
     """Accuracy and fidelity of a clone, and the queries it cost.
 
     With ``c(x) = argmax_k clone(x)_k``, ``v(x)`` the defended victim's top-1
@@ -29,7 +38,7 @@ def evaluate_clone(clone, victim, x_test, y_test, undefended=None, batch_size=25
         \\text{agreement} = \\tfrac1n \\sum_i [c(x_i) = v(x_i)], \\quad
         \\text{agreement\\_undefended} = \\tfrac1n \\sum_i [c(x_i) = u(x_i)]
 
-    The victim is asked through an unmetered path: these evaluation queries
+    The victim is asked through :meth:`BlackBox.answer_unmetered`: these evaluation queries
     neither count against the attack's budget nor appear in its log.
 
     Args:
@@ -54,7 +63,7 @@ def evaluate_clone(clone, victim, x_test, y_test, undefended=None, batch_size=25
     if len(labels) != len(x_test):
         raise ValueError(f"`y_test` has {len(labels)} labels for {len(x_test)} images.")
     clone_top1 = _top1(keras.ops.convert_to_numpy(clone.predict(x_test, batch_size=batch_size, verbose=0)))
-    victim_top1 = _top1(victim._answer_unmetered(x_test))
+    victim_top1 = _top1(victim.answer_unmetered(x_test))
     report = {
         "attacker_accuracy": float(np.mean(clone_top1 == labels)),
         "agreement": float(np.mean(clone_top1 == victim_top1)),
@@ -64,5 +73,5 @@ def evaluate_clone(clone, victim, x_test, y_test, undefended=None, batch_size=25
     }
     if undefended is not None:
         reference = undefended if isinstance(undefended, BlackBox) else BlackBox(undefended, record=False)
-        report["agreement_undefended"] = float(np.mean(clone_top1 == _top1(reference._answer_unmetered(x_test))))
+        report["agreement_undefended"] = float(np.mean(clone_top1 == _top1(reference.answer_unmetered(x_test))))
     return report

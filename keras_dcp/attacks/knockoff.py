@@ -24,6 +24,10 @@ from keras_dcp.attacks.base import (
     reference_sgd,
     strategy_scope,
 )
+from keras_dcp.attacks.blackbox import BlackBox
+from keras_dcp.attacks.registry import register_attack
+from keras_dcp.augment import random_crop_flip
+from keras_dcp.validation import check_choice, check_int, check_positive
 
 _STRATEGIES = ("random", "adaptive")
 _LABELS = ("soft", "hard")
@@ -109,7 +113,7 @@ class _RunningStats:
 
 
 class _AugmentedBatches(keras.utils.PyDataset):
-    """Transfer-set batches with the reference train transform: pad-4 random crop + horizontal flip."""
+    """Transfer-set batches with the reference train transform (:func:`keras_dcp.augment.random_crop_flip`)."""
 
     def __init__(self, x, y, batch_size, seed, **kwargs):
         super().__init__(**kwargs)
@@ -122,21 +126,13 @@ class _AugmentedBatches(keras.utils.PyDataset):
 
     def __getitem__(self, index):
         ids = self._order[index * self.batch_size : (index + 1) * self.batch_size]
-        x = self.x[ids]
-        n, h, w, _ = x.shape
-        padded = np.pad(x, ((0, 0), (4, 4), (4, 4), (0, 0)), mode="reflect")
-        dy, dx = self._rng.integers(0, 9, size=(2, n))
-        flip = self._rng.random(n) < 0.5
-        out = np.empty_like(x)
-        for i in range(n):
-            crop = padded[i, dy[i] : dy[i] + h, dx[i] : dx[i] + w]
-            out[i] = crop[:, ::-1] if flip[i] else crop
-        return out, self.y[ids]
+        return random_crop_flip(self.x[ids], self._rng, pad=4, flip=True), self.y[ids]
 
     def on_epoch_end(self):
         self._order = self._rng.permutation(len(self.x))
 
 
+@register_attack("knockoff")
 class KnockoffNets(Attack):
     """KnockoffNets: query natural images, train a clone on the answers.
 
@@ -193,8 +189,8 @@ class KnockoffNets(Attack):
         diversity_window: answers averaged by the ``"div"`` reward.
         query_batch_size: images per victim call for ``"random"`` (and per
             checkpoint chunk).
-        augment: train with pad-4 random crops and horizontal flips (the
-            reference transform; off by default, as in IBM ART).
+        augment: train with pad-4 (zero) random crops and horizontal flips
+            (the reference transform; off by default, as in IBM ART).
         distribute_strategy: a ``tf.distribute.Strategy``; the clone is built
             and compiled in its scope (TensorFlow backend).
         checkpoint_dir: directory for paid-for queries and training state; a
@@ -211,6 +207,9 @@ class KnockoffNets(Attack):
         answers: ``(B, K)`` the victim's answers, in query order.
         arm_probabilities, arm_counts, rewards: adaptive bandit diagnostics.
     """
+
+    needs_query_images = True
+    clone_training_arguments = ("epochs", "batch_size", "learning_rate")
 
     def __init__(
         self,
@@ -242,12 +241,9 @@ class KnockoffNets(Attack):
         if not isinstance(strategy, str):
             hint = " (a tf.distribute strategy goes in `distribute_strategy=`)" if hasattr(strategy, "scope") else ""
             raise ValueError(f"`strategy` must be one of {_STRATEGIES}; got {strategy!r}{hint}.")
-        if strategy not in _STRATEGIES:
-            raise ValueError(f"`strategy` must be one of {_STRATEGIES}; got {strategy!r}.")
-        if labels not in _LABELS:
-            raise ValueError(f"`labels` must be one of {_LABELS}; got {labels!r}.")
-        if reward not in _REWARDS:
-            raise ValueError(f"`reward` must be one of {_REWARDS}; got {reward!r}.")
+        check_choice("strategy", strategy, _STRATEGIES)
+        check_choice("labels", labels, _LABELS)
+        check_choice("reward", reward, _REWARDS)
         for name, value in (
             ("epochs", epochs),
             ("batch_size", batch_size),
@@ -256,13 +252,10 @@ class KnockoffNets(Attack):
             ("query_batch_size", query_batch_size),
             ("steps_per_execution", steps_per_execution),
         ):
-            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-                raise ValueError(f"`{name}` must be an int >= 1; got {value!r}.")
-        for name, value in (("learning_rate", learning_rate), ("bandit_learning_rate", bandit_learning_rate)):
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
-                raise ValueError(f"`{name}` must be a positive number; got {value!r}.")
-        if num_arms is not None and (not isinstance(num_arms, (int, np.integer)) or num_arms < 2):
-            raise ValueError(f"`num_arms` must be an int >= 2 or None; got {num_arms!r}.")
+            check_int(name, value, minimum=1)
+        check_positive("learning_rate", learning_rate)
+        check_positive("bandit_learning_rate", bandit_learning_rate)
+        check_int("num_arms", num_arms, minimum=2, allow_none=True)
         self.strategy = strategy
         self.labels = labels
         self.epochs = int(epochs)
@@ -291,7 +284,15 @@ class KnockoffNets(Attack):
 
     # -- public ---------------------------------------------------------------
 
-    def extract(self, victim, query_images, budget=None, query_labels=None, validation_data=None, callbacks=None):
+    def extract(
+        self,
+        victim: BlackBox,
+        query_images: np.ndarray,
+        budget: int | None = None,
+        query_labels: np.ndarray | None = None,
+        validation_data: tuple[np.ndarray, np.ndarray] | None = None,
+        callbacks: list | None = None,
+    ) -> keras.Model:
         """Query ``victim`` on (part of) ``query_images`` and train a clone.
 
         Args:
@@ -571,6 +572,7 @@ def _policy(preferences, pools):
     return weights / weights.sum()
 
 
+@register_attack("knockoff-label")
 class KnockoffNetsLabelOnly(KnockoffNets):
     """The label-only attacker: KnockoffNets trained on argmax labels only.
 
@@ -587,6 +589,8 @@ class KnockoffNetsLabelOnly(KnockoffNets):
         make_clone: ``() -> keras.Model`` (uncompiled, softmax outputs).
         **kwargs: :class:`KnockoffNets` arguments except ``labels``.
     """
+
+    label_only = True
 
     def __init__(self, make_clone, **kwargs):
         if "labels" in kwargs and kwargs["labels"] != "hard":

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
+import zipfile
 
 #: subcommand -> module under keras_dcp.cli
 SUBCOMMANDS = {
@@ -48,6 +49,16 @@ def build_parser():
     return parser
 
 
+#: Errors that mean "fix your input" (a bad file, a path, a value): one line on stderr, exit 2.
+#: Every other exception is a bug and keeps its traceback.
+USER_ERRORS = (ValueError, OSError, zipfile.BadZipFile)
+
+
+def one_line(error: BaseException) -> str:
+    """The error's message on one line (whitespace folded), or its type when it has none."""
+    return " ".join(str(error).split()) or type(error).__name__
+
+
 def main(argv=None):
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -56,9 +67,12 @@ def main(argv=None):
         return 2
     try:
         return int(args._run(args) or 0)
-    except (ValueError, FileNotFoundError) as error:
-        print(f"keras-dcp {args.command}: error: {error}", file=sys.stderr)
+    except USER_ERRORS as error:
+        print(f"keras-dcp {args.command}: error: {one_line(error)}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print(f"keras-dcp {args.command}: interrupted", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":  # pragma: no cover

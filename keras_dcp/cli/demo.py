@@ -19,7 +19,7 @@ DEMO_PLOT = "keras_dcp_demo.png"
 
 
 def add_parser(subparsers, command):
-    from keras_dcp.cli.evaluate import add_common_data_arguments
+    from keras_dcp.cli.common import add_common_data_arguments, add_overwrite_argument
 
     parser = subparsers.add_parser(
         command,
@@ -48,6 +48,7 @@ def add_parser(subparsers, command):
     parser.add_argument("--max-test", type=int, help=hidden)
     parser.add_argument("--width", type=int, default=DEMO_WIDTH, help=hidden)
     add_common_data_arguments(parser)
+    add_overwrite_argument(parser)
     return parser
 
 
@@ -56,33 +57,32 @@ def run(args):
 
     import keras
 
-    from keras_dcp import build_defense, experiments
-    from keras_dcp.data.images import match_shape
-    from keras_dcp.data.presets import get_preset
-    from keras_dcp.experiments.setup import apply_distribution, load_query_images, load_victim_split, subset
+    from keras_dcp import experiments
+    from keras_dcp.cli.common import apply_distribution, check_flags_at_least, check_output_file
+    from keras_dcp.data import load_preset
+    from keras_dcp.defenses.registry import build_defense
     from keras_dcp.models import get_model
     from keras_dcp.training import accuracy, train_classifier
 
     started = time.perf_counter()
-    for name in ("epochs", "clone_epochs", "budget", "max_train", "max_test", "width"):
-        value = getattr(args, name)
-        if value is not None and value < 1:
-            raise ValueError(f"--{name.replace('_', '-')} must be >= 1; got {value}.")
-    build_defense(args.defense)  # a bad spec fails before training
-    if args.defense.strip().lower() == "none":
+    check_flags_at_least(args, 1, "epochs", "clone-epochs", "budget", "max-train", "max-test", "width")
+    if build_defense(args.defense) is None:  # a bad spec fails before training
         raise ValueError("--defense none: the demo compares none with a defense; pick one (e.g. dcp).")
-    preset = get_preset(args.dataset)
+    plot = args.plot if args.plot and args.plot.lower() != "none" else None
+    for flag, path in (("--json", args.json), ("--plot", plot)):
+        if path:
+            check_output_file(path, args.overwrite, flag=flag)
     strategy = apply_distribution(args.distribute)
     verbose = 0 if args.quiet else 1
 
-    x_train, y_train, _ = load_victim_split(preset.name, "train", args.data_dir, args.download)
-    x_test, y_test, _ = load_victim_split(preset.name, "test", args.data_dir, args.download)
-    x_train, y_train = subset(x_train, y_train, args.max_train, args.seed)
-    x_test, y_test = subset(x_test, y_test, args.max_test, args.seed)
-    x_queries = load_query_images(args.queries, preset, None, args.data_dir, args.download)
-    x_queries = match_shape(x_queries, preset.input_shape)
-    budget = min(args.budget, len(x_queries))
-    x_queries, _ = subset(x_queries, None, budget, args.seed)
+    data = load_preset(
+        args.dataset, args.data_dir, args.download, queries=args.queries,
+        max_train=args.max_train, max_test=args.max_test, max_queries=args.budget, seed=args.seed,
+    )
+    preset = data["preset"]
+    x_train, y_train, x_test, y_test = data["x_train"], data["y_train"], data["x_test"], data["y_test"]
+    x_queries = data["x_queries"]
+    budget = len(x_queries)
 
     arch = args.arch or "small_cnn"
     width = {"width": args.width} if arch in ("small_cnn", "resnet20", "resnet32") else {}
@@ -115,9 +115,9 @@ def run(args):
     if args.json:
         experiments.save_results(results, args.json)
         print(f"wrote {args.json}")
-    if args.plot and args.plot.lower() != "none":
-        experiments.plot_tradeoff(results, args.plot)
-        print(f"wrote {args.plot}")
+    if plot:
+        experiments.plot_tradeoff(results, plot)
+        print(f"wrote {plot}")
     print(f"demo took {time.perf_counter() - started:.0f} s")
     return 0
 
@@ -129,6 +129,9 @@ def _verdict(results):
     none_soft, def_soft = runs[("none", "knockoff")], runs[(defense, "knockoff")]
     none_label, def_label = runs[("none", "knockoff-label")], runs[(defense, "knockoff-label")]
     best = next(b for b in results["best_responses"] if b["defense"] == defense)
+    from keras_dcp.attacks.registry import attack_class
+
+    label_only = attack_class(best["attack"]).label_only
     lines = [
         "",
         f"{defense}: benign accuracy {none_soft['defender_accuracy']:.4f} -> {def_soft['defender_accuracy']:.4f}; "
@@ -137,8 +140,7 @@ def _verdict(results):
         f"soft-label clone {none_soft['attacker_accuracy']:.4f} -> {def_soft['attacker_accuracy']:.4f}; "
         f"label-only clone {none_label['attacker_accuracy']:.4f} -> {def_label['attacker_accuracy']:.4f}.",
         f"The thief's best response against {defense} is {best['attack']} at {best['attacker_accuracy']:.4f}"
-        + (" (top-1 labels only: a defense that keeps top-1 cannot stop it)." if best["attack"] == "knockoff-label"
-           else "."),
+        + (" (top-1 labels only: a defense that keeps top-1 cannot stop it)." if label_only else "."),
         "",
     ]
     return "\n".join(lines)

@@ -2,17 +2,7 @@
 
 from __future__ import annotations
 
-ATTACK_NAMES = ("knockoff", "knockoff-label", "maze", "dfme")
-
-
-def add_common_data_arguments(parser):
-    parser.add_argument("--data-dir", help="where datasets live (tfds folder, GTSRB root, shared .npz folder)")
-    parser.add_argument("--download", action="store_true",
-                        help="let tensorflow-datasets download missing data (off: a clear error instead)")
-    parser.add_argument("--seed", type=int, default=0, help="seed of every random choice (default 0)")
-    parser.add_argument("--distribute", default="none", choices=("none", "mirrored", "data-parallel"),
-                        help="train on every visible GPU: mirrored (tf.distribute, TensorFlow backend) or "
-                        "data-parallel (keras.distribution, JAX backend); default none")
+from keras_dcp.cli.common import add_common_data_arguments, add_overwrite_argument
 
 
 def add_parser(subparsers, command):
@@ -30,8 +20,9 @@ def add_parser(subparsers, command):
     parser.add_argument("--test-split", default="test", help="split of --dataset to test on (default test)")
     parser.add_argument("--queries", help="the thief's images: dataset name, .npz or folder (default: the preset's)")
     parser.add_argument("--query-split", help="split of --queries (default: query/queries if present, else train)")
-    parser.add_argument("--attack", action="append", choices=ATTACK_NAMES,
-                        help="attack to run; repeatable (default: knockoff and knockoff-label)")
+    parser.add_argument("--attack", action="append", metavar="NAME",
+                        help="attack to run, a name of keras_dcp.attacks.ATTACKS (knockoff, knockoff-label, maze, "
+                        "dfme, ...); repeatable (default: knockoff and knockoff-label)")
     parser.add_argument("--defense", action="append", metavar="SPEC",
                         help="defense setting, e.g. none, dcp, dcp:beta=0.7,gamma=0.2, rs:beta=0.5; repeatable "
                         "(default: none and dcp)")
@@ -50,61 +41,63 @@ def add_parser(subparsers, command):
     parser.add_argument("--max-queries", type=int, help="keep a seeded random subset of this many query images")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     add_common_data_arguments(parser)
+    add_overwrite_argument(parser)
     return parser
 
 
-def check_positive(name, value):
-    if value is not None and value < 1:
-        raise ValueError(f"{name} must be >= 1; got {value}.")
+def default_plot_path(args) -> str | None:
+    """``--plot``, else ``OUT.png`` beside ``--json OUT.json`` (or ``tradeoff.png``) when sweeping."""
+    if args.plot is not None or not args.sweep:
+        return args.plot
+    return (args.json[: -len(".json")] if args.json and args.json.endswith(".json") else "tradeoff") + ".png"
 
 
 def run(args):
-    import keras
-
-    import keras_dcp  # noqa: F401  (registers the defense layers for loading)
     from keras_dcp import experiments
-    from keras_dcp.data.images import match_shape
-    from keras_dcp.experiments.setup import (
+    from keras_dcp.attacks.registry import attack_class
+    from keras_dcp.cli.common import (
         apply_distribution,
-        defense_specs,
-        load_query_images,
-        load_victim_split,
-        subset,
+        check_flags_at_least,
+        check_labels,
+        check_output_file,
+        load_labeled,
+        load_queries,
     )
+    from keras_dcp.data.images import match_shape
+    from keras_dcp.defenses.registry import build_defense
+    from keras_dcp.model_io import load_keras_model
     from keras_dcp.models import get_model
 
-    for name in ("--budget", "--epochs", "--batch-size", "--max-test", "--max-queries"):
-        check_positive(name, getattr(args, name[2:].replace("-", "_")))
-    attacks = args.attack or ["knockoff", "knockoff-label"]
-    attacks = list(dict.fromkeys(attacks))
-    defenses = defense_specs(args.defense, args.sweep)
+    check_flags_at_least(args, 1, "budget", "epochs", "batch-size", "max-test", "max-queries")
+    attacks = list(dict.fromkeys(args.attack or ["knockoff", "knockoff-label"]))
+    classes = [attack_class(name) for name in attacks]  # unknown names fail here, listing the known ones
+    defenses = experiments.defense_specs(args.defense, args.sweep)
     for spec in defenses:  # fail fast on a bad spec, before loading anything
-        keras_dcp.build_defense(spec)
+        build_defense(spec)
+    plot = default_plot_path(args)
+    for flag, path in (("--json", args.json), ("--plot", plot)):
+        if path:
+            check_output_file(path, args.overwrite, flag=flag)
 
     strategy = apply_distribution(args.distribute)
-    try:
-        victim = keras.saving.load_model(args.victim, compile=False, safe_mode=True)
-    except (OSError, ValueError) as error:
-        raise ValueError(f"Cannot load the victim {args.victim!r}: {error}") from None
+    victim = load_keras_model(args.victim, what="victim")
     input_shape = tuple(victim.input_shape[1:])
+    num_classes = int(victim.output_shape[-1])
 
-    x_test, y_test, preset = load_victim_split(args.dataset, args.test_split, args.data_dir, args.download)
-    x_test, y_test = subset(x_test, y_test, args.max_test, args.seed)
+    x_test, y_test, preset = load_labeled(args.dataset, args.test_split, args.data_dir, args.download,
+                                          limit=args.max_test, seed=args.seed)
     x_test = match_shape(x_test, input_shape)
-    if y_test.min() < 0:
-        raise ValueError(f"The test split of {args.dataset!r} has no labels.")
+    check_labels(y_test, num_classes, f"The {args.test_split!r} split of {args.dataset!r}")
     x_queries = None
-    if any(a.startswith("knockoff") for a in attacks):
-        x_queries = load_query_images(args.queries, preset, args.query_split, args.data_dir, args.download)
-        x_queries, _ = subset(x_queries, None, args.max_queries, args.seed)
+    if any(cls.needs_query_images for cls in classes):
+        x_queries = load_queries(args.queries, preset, args.query_split, args.data_dir, args.download,
+                                 limit=args.max_queries, seed=args.seed)
         x_queries = match_shape(x_queries, input_shape)
     elif args.budget is None:
-        raise ValueError("MAZE and DFME need --budget.")
+        raise ValueError(f"{', '.join(attacks)} generate their own queries: give --budget.")
 
     make_clone = None
     if args.clone_arch:
-        num_classes = int(victim.output_shape[-1])
-
         def make_clone():
             return get_model(args.clone_arch, input_shape, num_classes)
 
@@ -121,11 +114,7 @@ def run(args):
     if args.json:
         experiments.save_results(results, args.json)
         print(f"\nwrote {args.json}")
-    plot = args.plot
-    if plot is None and args.sweep:
-        plot = (args.json[: -len(".json")] if args.json and args.json.endswith(".json") else "tradeoff") + ".png"
     if plot:
         experiments.plot_tradeoff(results, plot)
         print(f"wrote {plot}")
     return 0
-

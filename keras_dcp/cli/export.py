@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from keras_dcp.cli.common import add_overwrite_argument
+
 
 def add_parser(subparsers, command):
     parser = subparsers.add_parser(
@@ -31,6 +33,7 @@ def add_parser(subparsers, command):
     parser.add_argument("--defense", help="protect first with this defense spec (e.g. dcp:beta=0.7)")
     parser.add_argument("--edgetpu", action="store_true",
                         help="Edge TPU formulation of DCP (all int8, Edge TPU ops only); implies --quantize int8 --tail int8")
+    add_overwrite_argument(parser)
     return parser
 
 
@@ -45,55 +48,72 @@ def load_representative(spec, input_range="unit", limit=None):
     only the first ``limit`` rows are kept.
     """
     import os
+    import zipfile
 
     import numpy as np
 
     if spec is None:
         return None
     if os.path.isfile(spec):
-        with np.load(spec) as data:
-            if "x" not in data:
-                raise ValueError(f"--representative {spec}: the .npz has no `x` array (keys: {', '.join(data.files)}).")
-            x = data["x"]
+        if not spec.endswith(".npz"):
+            raise ValueError(f"--representative {spec!r} is not an .npz file (arrays `x`, and optionally `y`).")
+        try:
+            with np.load(spec) as data:
+                if "x" not in data:
+                    raise ValueError(
+                        f"--representative {spec}: the .npz has no `x` array (keys: {', '.join(data.files)})."
+                    )
+                x = data["x"]
+        except (OSError, zipfile.BadZipFile, EOFError) as error:
+            raise ValueError(f"--representative {spec!r} cannot be read as .npz ({error}).") from None
     else:
         from keras_dcp.data import load_dataset, shared_data_dir
 
         shared = os.path.join(shared_data_dir(), spec, "train.npz")
         x, _ = load_dataset(f"shared:{spec}" if os.path.isfile(shared) else spec, split="train")
-    x = x[:limit]
+    x = np.asarray(x)[:limit]
+    if not np.issubdtype(x.dtype, np.number) or x.ndim < 2 or len(x) == 0:
+        raise ValueError(f"--representative {spec!r}: `x` must be a non-empty numeric array; got {x.dtype} {x.shape}.")
     if x.dtype == np.uint8 and input_range == "unit":
         return x.astype("float32") / 255.0
     return x.astype("float32")
 
 
 def run(args):
-    import keras
-
+    from keras_dcp.cli.common import atomic_output, check_flags_at_least, check_output_file
+    from keras_dcp.model_io import load_keras_model
     from keras_dcp.tflite import export_tflite, protect_for_edgetpu
 
-    model = keras.saving.load_model(args.model, safe_mode=True)
+    check_flags_at_least(args, 1, "num-calibration")
+    check_output_file(args.output, args.overwrite)
     quantize, tail = args.quantize, args.tail or "float"
+    defense = None
     if args.defense:
-        from keras_dcp.defenses.spec import build_defense
-        from keras_dcp.protect import protect
+        from keras_dcp.defenses.registry import build_defense
 
         defense = build_defense(args.defense)
-        if defense is not None and not args.edgetpu:
-            model = protect(model, defense)
+    model = load_keras_model(args.model)
     if args.edgetpu:
         from keras_dcp.defenses.deception import DeceptionLayer
-        from keras_dcp.defenses.spec import build_defense
 
-        defense = build_defense(args.defense) if args.defense else DeceptionLayer()
-        if not isinstance(defense, DeceptionLayer):
+        if defense is not None and not isinstance(defense, DeceptionLayer):
             raise ValueError("--edgetpu protects with DCP only (--defense dcp:...).")
         model = protect_for_edgetpu(model, defense)
         quantize, tail = "int8", "int8"
+    elif defense is not None:
+        from keras_dcp.protect import protect
+
+        model = protect(model, defense)
     representative = load_representative(args.representative, args.input_range, args.num_calibration)
-    content = export_tflite(
-        model, args.output, quantize=quantize, representative=representative,
-        io_type=args.io, tail=tail, num_calibration=args.num_calibration,
-    )
+    with atomic_output(args.output) as temporary:
+        try:
+            content = export_tflite(
+                model, temporary, quantize=quantize, representative=representative,
+                io_type=args.io, tail=tail, num_calibration=args.num_calibration,
+            )
+        except RuntimeError as error:  # the TFLite converter's own failures
+            lines = [line for line in str(error).splitlines() if "error" in line.lower()] or [str(error)]
+            raise ValueError(f"The TFLite converter failed on {args.model!r}: {lines[0].strip()}") from None
     print(f"wrote {args.output} ({len(content) / 1024:.0f} KiB, quantize={quantize}"
           + (f", io={args.io}, tail={tail}" if quantize == "int8" else "") + ")")
     return 0

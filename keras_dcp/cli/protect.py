@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from keras_dcp.cli.common import add_overwrite_argument
+
 
 def add_parser(subparsers, command):
     parser = subparsers.add_parser(
@@ -24,37 +26,47 @@ def add_parser(subparsers, command):
                         help="the model outputs logits (a softmax is inserted)")
     logits.add_argument("--from-probabilities", dest="from_logits", action="store_const", const=False,
                         help="the model already outputs probabilities")
+    add_overwrite_argument(parser)
     return parser
 
 
+#: Flags that override a parameter of the ``--defense`` spec.
+OVERRIDE_FLAGS = ("beta", "gamma", "tau", "nu", "l1_budget")
+
+
 def defense_from_args(args):
-    """The defense spec of ``--defense`` with the flag overrides folded in."""
-    from keras_dcp.defenses.spec import build_defense, parse_spec
+    """The layer of ``--defense`` with the flag overrides (``--beta``...) applied, through the registry."""
+    from keras_dcp.defenses.registry import build_defense, parse_spec
 
     name, params = parse_spec(args.defense)
-    for key in ("beta", "gamma", "tau", "nu", "l1_budget"):
+    for key in OVERRIDE_FLAGS:
         value = getattr(args, key, None)
         if value is not None:
             params[key] = value
     if getattr(args, "preserve_top1", False):
         params["preserve_top1"] = True
-    spec = name + (":" + ",".join(f"{k}={v}" for k, v in params.items()) if params else "")
-    return build_defense(spec)
+    return build_defense(name, **params)
 
 
 def run(args):
-    import keras
-
+    from keras_dcp.cli.common import atomic_output, check_output_dir, check_output_file
+    from keras_dcp.model_io import load_keras_model
     from keras_dcp.protect import protect
 
+    as_keras = args.output.endswith(".keras")
+    if as_keras:
+        check_output_file(args.output, args.overwrite)
+    else:
+        check_output_dir(args.output, args.overwrite)
     defense = defense_from_args(args)
     if defense is None:
         raise ValueError("--defense none protects nothing; choose dcp, rs, rounding, toplabel or topk.")
-    model = keras.saving.load_model(args.model, safe_mode=True)
+    model = load_keras_model(args.model)
     protected = protect(model, defense, from_logits=args.from_logits)
-    if args.output.endswith(".keras"):
-        protected.save(args.output)
-    else:
-        protected.export(args.output)
+    with atomic_output(args.output, directory=not as_keras) as temporary:
+        if as_keras:
+            protected.save(temporary)
+        else:
+            protected.export(temporary, verbose=False)
     print(f"saved {type(defense).__name__}-protected model to {args.output}")
     return 0

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 
 def add_parser(subparsers, command):
-    from keras_dcp.cli.evaluate import add_common_data_arguments
+    from keras_dcp.cli.common import add_common_data_arguments, add_overwrite_argument
 
     parser = subparsers.add_parser(
         command,
@@ -34,29 +34,33 @@ def add_parser(subparsers, command):
     parser.add_argument("--max-train", type=int, help="train on a seeded random subset of this many images")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     add_common_data_arguments(parser)
+    add_overwrite_argument(parser)
     return parser
 
 
 def run(args):
     import keras
-    import numpy as np
 
-    from keras_dcp.experiments.setup import apply_distribution, load_victim_split, subset
+    from keras_dcp.cli.common import (
+        apply_distribution,
+        atomic_output,
+        check_flags_at_least,
+        check_labels,
+        check_output_file,
+        load_labeled,
+    )
     from keras_dcp.models import get_model
     from keras_dcp.training import accuracy, train_classifier
 
-    if not args.output.endswith(".keras"):
-        raise ValueError(f"--output must end in .keras; got {args.output!r}.")
-    for name in ("epochs", "batch_size", "max_train"):
-        value = getattr(args, name)
-        if value is not None and value < 1:
-            raise ValueError(f"--{name.replace('_', '-')} must be >= 1; got {value}.")
-    x_train, y_train, preset = load_victim_split(args.dataset, args.train_split, args.data_dir, args.download)
+    check_output_file(args.output, args.overwrite, suffix=".keras")
+    check_flags_at_least(args, 1, "epochs", "batch-size", "max-train")
+    x_train, y_train, preset = load_labeled(args.dataset, args.train_split, args.data_dir, args.download,
+                                            limit=args.max_train, seed=args.seed)
     if y_train.min() < 0:
         raise ValueError(f"The {args.train_split!r} split of {args.dataset!r} has no labels.")
-    x_train, y_train = subset(x_train, y_train, args.max_train, args.seed)
     arch = args.arch or (preset.arch if preset else "resnet20")
     num_classes = preset.num_classes if preset else int(y_train.max()) + 1
+    check_labels(y_train, num_classes, f"The {args.train_split!r} split of {args.dataset!r}")
     flip = args.flip if args.flip is not None else (preset.flip if preset else True)
     strategy = apply_distribution(args.distribute)
     keras.utils.set_random_seed(args.seed)
@@ -71,9 +75,11 @@ def run(args):
     train_accuracy = accuracy(model, x_train, y_train)
     print(f"train accuracy {train_accuracy:.4f}")
     if args.test_split and args.test_split.lower() != "none":
-        x_test, y_test, _ = load_victim_split(args.dataset, args.test_split, args.data_dir, args.download)
-        if np.all(y_test >= 0):
+        x_test, y_test, _ = load_labeled(args.dataset, args.test_split, args.data_dir, args.download)
+        if (y_test >= 0).all():
+            check_labels(y_test, num_classes, f"The {args.test_split!r} split of {args.dataset!r}")
             print(f"test accuracy {accuracy(model, x_test, y_test):.4f} ({len(x_test)} images)")
-    model.save(args.output)
+    with atomic_output(args.output) as temporary:
+        model.save(temporary)
     print(f"saved {args.output}")
     return 0

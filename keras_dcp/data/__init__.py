@@ -21,10 +21,11 @@ from keras_dcp.data.local import (
     load_sample_photos,
     read_idx,
 )
-from keras_dcp.data.presets import PRESETS, Preset, get_preset, load_preset
+from keras_dcp.data.presets import PRESET_PARTS, PRESETS, Preset, get_preset, load_preset, subset
 from keras_dcp.data.tfds import load_tfds
 
 __all__ = [
+    "PRESET_PARTS",
     "PRESETS",
     "Preset",
     "as_uint8_images",
@@ -43,5 +44,6 @@ __all__ = [
     "read_idx",
     "resize_images",
     "shared_data_dir",
+    "subset",
     "to_float",
 ]

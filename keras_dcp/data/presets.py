@@ -14,7 +14,8 @@ import dataclasses
 import numpy as np
 
 from keras_dcp.data.images import match_shape
-from keras_dcp.data.loaders import load_dataset
+from keras_dcp.data.loaders import default_query_split, load_dataset
+from keras_dcp.validation import check_int
 
 
 @dataclasses.dataclass(frozen=True)
@@ -84,13 +85,43 @@ def get_preset(name):
     return PRESETS[key]
 
 
-def load_preset(name, data_dir=None, download=False, queries=None, query_split=None,
-                max_train=None, max_test=None, max_queries=None, seed=0):
-    """Load a preset's victim data and the thief's query images.
+#: What :func:`load_preset` can load.
+PRESET_PARTS = ("train", "test", "queries")
 
-    Query images are brought to the victim's input shape
-    (:func:`keras_dcp.data.match_shape`); their labels are dropped (a thief
-    has none). ``max_*`` keep a seeded random subset, for quick runs.
+
+def subset(x, y, limit, seed):
+    """A seeded random subset of at most ``limit`` rows, in their original order (all rows if ``limit`` is None).
+
+    ``y`` may be None. The same ``(limit, seed)`` picks the same rows of the same array.
+    """
+    if limit is None or limit >= len(x):
+        return x, y
+    limit = check_int("limit", limit, minimum=1)
+    rows = np.sort(np.random.default_rng(seed).choice(len(x), size=limit, replace=False))
+    return x[rows], (None if y is None else y[rows])
+
+
+def load_preset(
+    name: str,
+    data_dir: str | None = None,
+    download: bool = False,
+    queries: str | None = None,
+    query_split: str | None = None,
+    max_train: int | None = None,
+    max_test: int | None = None,
+    max_queries: int | None = None,
+    seed: int = 0,
+    parts: tuple[str, ...] = PRESET_PARTS,
+    train_split: str | None = None,
+    test_split: str | None = None,
+) -> dict:
+    """Load a preset's victim data and the thief's query images (the CLI's one way to read a preset).
+
+    Images are brought to the preset's input shape
+    (:func:`keras_dcp.data.match_shape`); query labels are dropped (a thief
+    has none). ``max_*`` keep a seeded random subset (:func:`subset`, each
+    part with ``seed``), for quick runs. Only the ``parts`` asked for are
+    read, so evaluating on a test split never loads the training set.
 
     Args:
         name: a preset name (:data:`PRESETS`).
@@ -100,39 +131,35 @@ def load_preset(name, data_dir=None, download=False, queries=None, query_split=N
         query_split: override the query split.
         max_train, max_test, max_queries: optional caps.
         seed: seed of the subsets.
+        parts: which of ``"train"``, ``"test"``, ``"queries"`` to load.
+        train_split, test_split: override the preset's split names.
 
     Returns:
-        dict with ``preset``, ``x_train``, ``y_train``, ``x_test``, ``y_test``
-        (uint8 NHWC / int64) and ``x_queries`` (uint8 NHWC).
+        dict with ``preset`` and, per part asked for, ``x_train``, ``y_train``,
+        ``x_test``, ``y_test`` (uint8 NHWC / int64) or ``x_queries`` (uint8 NHWC).
     """
     preset = get_preset(name)
+    unknown = sorted(set(parts) - set(PRESET_PARTS))
+    if unknown:
+        raise ValueError(f"`parts` must be among {', '.join(PRESET_PARTS)}; got {', '.join(unknown)}.")
     image_size = preset.input_shape[:2]
     resize = None if preset.victim.startswith(("digits", "shared:")) else image_size
-    x_train, y_train = load_dataset(preset.victim, preset.train_split, data_dir=data_dir,
-                                    download=download, image_size=resize)
-    x_test, y_test = load_dataset(preset.victim, preset.test_split, data_dir=data_dir,
-                                  download=download, image_size=resize)
-    query_name = queries or preset.queries
-    if query_name is None:
-        raise ValueError(f"Preset {preset.name!r} has no default query set: pass queries=... (CLI: --queries).")
-    split = query_split or (preset.query_split if queries is None else "train")
-    x_queries, _ = load_dataset(query_name, split, data_dir=data_dir, download=download)
-    rng = np.random.default_rng(seed)
-    x_train, y_train = _subset(x_train, y_train, max_train, rng)
-    x_test, y_test = _subset(x_test, y_test, max_test, rng)
-    x_queries, _ = _subset(x_queries, None, max_queries, rng)
-    return {
-        "preset": preset,
-        "x_train": match_shape(x_train, preset.input_shape),
-        "y_train": y_train,
-        "x_test": match_shape(x_test, preset.input_shape),
-        "y_test": y_test,
-        "x_queries": match_shape(x_queries, preset.input_shape),
-    }
-
-
-def _subset(x, y, limit, rng):
-    if limit is None or limit >= len(x):
-        return x, y
-    rows = np.sort(rng.choice(len(x), size=int(limit), replace=False))
-    return x[rows], (None if y is None else y[rows])
+    out = {"preset": preset}
+    for part, split, limit in (
+        ("train", train_split or preset.train_split, max_train),
+        ("test", test_split or preset.test_split, max_test),
+    ):
+        if part in parts:
+            x, y = load_dataset(preset.victim, split, data_dir=data_dir, download=download, image_size=resize)
+            x, y = subset(x, y, limit, seed)
+            out[f"x_{part}"], out[f"y_{part}"] = match_shape(x, preset.input_shape), y
+    if "queries" in parts:
+        query_name = queries or preset.queries
+        if query_name is None:
+            raise ValueError(f"Preset {preset.name!r} has no default query set: pass queries=... (CLI: --queries).")
+        if query_split is None:
+            query_split = preset.query_split if queries is None else default_query_split(queries)
+        x_queries, _ = load_dataset(query_name, query_split, data_dir=data_dir, download=download)
+        x_queries, _ = subset(x_queries, None, max_queries, seed)
+        out["x_queries"] = match_shape(x_queries, preset.input_shape)
+    return out

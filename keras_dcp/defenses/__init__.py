@@ -1,10 +1,42 @@
-"""Output-perturbation defenses, one per module, each a thin Keras layer."""
+"""Output-perturbation defenses, one per module, each a thin Keras layer, reachable by name.
+
+>>> import keras_dcp
+>>> keras_dcp.defenses.defense_names()
+['none', 'dcp', 'dcp-edgetpu', 'rs', 'rounding', 'topk', 'toplabel']
+"""
 
 from keras_dcp.defenses.base import OutputDefense
 from keras_dcp.defenses.deception import DeceptionLayer
+from keras_dcp.defenses.edgetpu import EdgeTPUDeception
+from keras_dcp.defenses.registry import (
+    DEFENSES,
+    build_defense,
+    defense_class,
+    defense_defaults,
+    defense_names,
+    describe,
+    parse_spec,
+    register_defense,
+)
 from keras_dcp.defenses.reverse_sigmoid import ReverseSigmoid
 from keras_dcp.defenses.rounding import Rounding
 from keras_dcp.defenses.top_k import TopK
 from keras_dcp.defenses.top_label import TopLabel
 
-__all__ = ["DeceptionLayer", "OutputDefense", "ReverseSigmoid", "Rounding", "TopK", "TopLabel"]
+__all__ = [
+    "DEFENSES",
+    "DeceptionLayer",
+    "EdgeTPUDeception",
+    "OutputDefense",
+    "ReverseSigmoid",
+    "Rounding",
+    "TopK",
+    "TopLabel",
+    "build_defense",
+    "defense_class",
+    "defense_defaults",
+    "defense_names",
+    "describe",
+    "parse_spec",
+    "register_defense",
+]

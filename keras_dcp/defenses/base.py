@@ -2,28 +2,43 @@
 
 from __future__ import annotations
 
+from typing import Any, ClassVar
+
 import keras
+
+from keras_dcp.ops.rows import as_probabilities, is_empty
 
 
 class OutputDefense(keras.layers.Layer):
     """Base class of the output-perturbation defenses.
 
     A subclass sets its constructor arguments as attributes, lists their names
-    in ``_config_keys`` and implements ``defend(y)`` with a function of
-    :mod:`keras_dcp.ops`. This class supplies the Keras conventions:
+    in the public class attribute :attr:`params` (what ART calls ``params``:
+    the defense's configuration, read by the registry, the CLI, the runner,
+    the tables and the tf_keras twins) and implements ``defend(y)`` with a
+    function of :mod:`keras_dcp.ops`. This class supplies the Keras
+    conventions:
 
     * input checked at build time: a 2D ``(batch, K)`` tensor with known ``K``;
     * no autocasting: the math runs in float32 and the output has the input
       dtype, so the layer is mixed-precision safe;
     * identity when ``training=True``, so fine-tuning a protected model is not
       poisoned by its own defense (the defense protects what is served);
+    * a batch of zero rows is returned as it came, shape ``(0, K)``;
     * ``get_config`` holds exactly the constructor arguments;
     * ``compute_output_shape`` is the input shape.
+
+    Class attributes:
+        params: names of the constructor arguments that make up the config.
+        input_kind: ``"probabilities"`` (after the softmax, the default) or
+            ``"logits"`` (before it; :func:`keras_dcp.protect` wires the layer
+            on the model's logits).
     """
 
-    _config_keys: tuple = ()
+    params: ClassVar[tuple[str, ...]] = ()
+    input_kind: ClassVar[str] = "probabilities"
 
-    def __init__(self, **kwargs):
+    def __init__(self, **kwargs: Any):
         kwargs.setdefault("autocast", False)
         super().__init__(**kwargs)
         self.supports_masking = True
@@ -31,7 +46,7 @@ class OutputDefense(keras.layers.Layer):
     def build(self, input_shape):
         if len(input_shape) != 2:
             raise ValueError(
-                f"{type(self).__name__} expects probabilities of shape "
+                f"{type(self).__name__} expects {self.input_kind} of shape "
                 f"(batch, num_classes); got an input of shape {tuple(input_shape)}. "
                 "Place it after the model's softmax (flatten first if needed)."
             )
@@ -43,7 +58,8 @@ class OutputDefense(keras.layers.Layer):
         super().build(input_shape)
 
     def call(self, inputs, training=None):
-        if training:
+        inputs = as_probabilities(inputs)
+        if training or is_empty(inputs):
             return inputs
         return self.defend(inputs)
 
@@ -55,30 +71,9 @@ class OutputDefense(keras.layers.Layer):
 
     def get_config(self):
         config = super().get_config()
-        config.update({key: getattr(self, key) for key in self._config_keys})
+        config.update({key: getattr(self, key) for key in self.params})
         return config
 
-
-def check_positive(name, value, allow_none=False):
-    """Raise a ValueError naming ``name`` unless ``value`` is a positive number."""
-    if value is None and allow_none:
-        return None
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
-        raise ValueError(f"`{name}` must be a positive number; got {value!r}.")
-    return float(value)
-
-
-def check_l1_budget(value):
-    """``None`` or a number >= 0, as float; else a ValueError naming ``l1_budget``."""
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0:
-        raise ValueError(f"`l1_budget` must be a number >= 0 or None; got {value!r}.")
-    return float(value)
-
-
-def check_bool(name, value):
-    """A real bool; else a ValueError naming ``name``."""
-    if not isinstance(value, bool):
-        raise ValueError(f"`{name}` must be True or False; got {value!r}.")
-    return value
+    def param_values(self) -> dict[str, Any]:
+        """``{name: value}`` of :attr:`params`: what a spec string or a results table shows."""
+        return {key: getattr(self, key) for key in self.params}

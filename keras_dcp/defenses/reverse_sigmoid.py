@@ -5,14 +5,13 @@ from __future__ import annotations
 import keras
 
 from keras_dcp import ops as defense_ops
-from keras_dcp.defenses.base import (
-    OutputDefense,
-    check_bool,
-    check_l1_budget,
-    check_positive,
-)
+from keras_dcp.defenses.base import OutputDefense
+from keras_dcp.defenses.deception import check_l1_budget, check_noise_params
+from keras_dcp.defenses.registry import register_defense
+from keras_dcp.validation import check_bool
 
 
+@register_defense("rs")
 @keras.saving.register_keras_serializable(package="keras_dcp")
 class ReverseSigmoid(OutputDefense):
     """Reverse sigmoid: the same reverse-sigmoid noise on every row.
@@ -34,8 +33,8 @@ class ReverseSigmoid(OutputDefense):
     1.0
 
     Args:
-        beta: noise amplitude, > 0.
-        gamma: noise sharpness, > 0.
+        beta: noise amplitude, in (0, 1e6].
+        gamma: noise sharpness, in (0, 1e6].
         l1_budget: optional cap ``eps >= 0`` on the l1 move.
         preserve_top1: keep every row's argmax.
 
@@ -47,12 +46,18 @@ class ReverseSigmoid(OutputDefense):
         The defended probabilities, shape ``(batch, K)``, dtype of the input.
     """
 
-    _config_keys = ("beta", "gamma", "l1_budget", "preserve_top1")
+    params = ("beta", "gamma", "l1_budget", "preserve_top1")
 
-    def __init__(self, beta=1.0, gamma=0.2, l1_budget=None, preserve_top1=False, **kwargs):
+    def __init__(
+        self,
+        beta: float = 1.0,
+        gamma: float = 0.2,
+        l1_budget: float | None = None,
+        preserve_top1: bool = False,
+        **kwargs,
+    ):
         super().__init__(**kwargs)
-        self.beta = check_positive("beta", beta)
-        self.gamma = check_positive("gamma", gamma)
+        self.beta, self.gamma, _, _ = check_noise_params(beta, gamma)
         self.l1_budget = check_l1_budget(l1_budget)
         self.preserve_top1 = check_bool("preserve_top1", preserve_top1)
 

@@ -6,8 +6,14 @@ import keras
 
 from keras_dcp import ops as defense_ops
 from keras_dcp.defenses.base import OutputDefense
+from keras_dcp.defenses.registry import register_defense
+from keras_dcp.validation import check_int
+
+#: 10**38 is the largest power of ten below float32's maximum: more decimals overflow.
+MAX_DECIMALS = 38
 
 
+@register_defense("rounding")
 @keras.saving.register_keras_serializable(package="keras_dcp")
 class Rounding(OutputDefense):
     """Round every probability to ``decimals`` places.
@@ -26,19 +32,17 @@ class Rounding(OutputDefense):
     array([[0.8, 0.2]], dtype=float32)
 
     Args:
-        decimals: number of decimal places, an int >= 0.
+        decimals: number of decimal places, an int in [0, 38] (float32 overflows beyond).
 
     Returns:
         The rounded probabilities, shape ``(batch, K)``, dtype of the input.
     """
 
-    _config_keys = ("decimals",)
+    params = ("decimals",)
 
-    def __init__(self, decimals=2, **kwargs):
+    def __init__(self, decimals: int = 2, **kwargs):
         super().__init__(**kwargs)
-        if isinstance(decimals, bool) or not isinstance(decimals, int) or decimals < 0:
-            raise ValueError(f"`decimals` must be an int >= 0; got {decimals!r}.")
-        self.decimals = decimals
+        self.decimals = check_int("decimals", decimals, minimum=0, maximum=MAX_DECIMALS)
 
     def defend(self, y):
         return defense_ops.rounding(y, self.decimals)

@@ -1,77 +1,84 @@
-"""Defense specs as text (``"dcp:beta=0.7,gamma=0.2"``), for the CLI and the runner."""
+"""Defense specs as text: ``"dcp:beta=0.7,gamma=0.2"`` <-> ``("dcp", {"beta": 0.7, "gamma": 0.2})``.
+
+Only the syntax lives here; which names and arguments exist is the registry's
+(:mod:`keras_dcp.defenses.registry`), which parses with these functions.
+"""
 
 from __future__ import annotations
 
-from keras_dcp.defenses.deception import DeceptionLayer
-from keras_dcp.defenses.reverse_sigmoid import ReverseSigmoid
-from keras_dcp.defenses.rounding import Rounding
-from keras_dcp.defenses.top_k import TopK
-from keras_dcp.defenses.top_label import TopLabel
-
-#: Spec name -> layer class. ``none`` means no defense.
-DEFENSES = {
-    "dcp": DeceptionLayer,
-    "rs": ReverseSigmoid,
-    "rounding": Rounding,
-    "toplabel": TopLabel,
-    "topk": TopK,
-}
+from typing import Any
 
 
-def _parse_value(text):
-    lowered = text.strip().lower()
+def parse_value(text: str) -> Any:
+    """A spec value: ``none``/``null`` -> None, ``true``/``false`` -> bool, else int, float or (quoted-free) text.
+
+    Text values are kept for arguments that take a path (``mad:surrogate=victim.keras``).
+
+    >>> [parse_value(v) for v in ("none", "true", "3", "0.5", "inf", "model.keras")]
+    [None, True, 3, 0.5, inf, 'model.keras']
+    """
+    stripped = text.strip()
+    if not stripped:
+        raise ValueError("A defense spec value is empty (write key=value).")
+    lowered = stripped.lower()
     if lowered in ("none", "null"):
         return None
     if lowered in ("true", "false"):
         return lowered == "true"
     try:
-        return int(text)
+        return int(stripped)
     except ValueError:
         pass
     try:
-        return float(text)
+        return float(stripped)
     except ValueError:
-        raise ValueError(f"Cannot read value {text!r} in a defense spec (numbers, true/false, none).") from None
+        return stripped
 
 
-def parse_spec(spec):
-    """``"dcp:beta=0.7,gamma=0.2"`` -> ``("dcp", {"beta": 0.7, "gamma": 0.2})``."""
+def split_spec(spec: str) -> tuple[str, dict[str, Any]]:
+    """``"dcp:beta=0.7,gamma=0.2"`` -> ``("dcp", {"beta": 0.7, "gamma": 0.2})``, syntax only.
+
+    Argument names are lower-cased with ``-`` read as ``_``; a key given twice
+    or an item without ``=`` raises a ValueError.
+
+    >>> split_spec("DCP:beta=0.7, preserve-top1=true")
+    ('dcp', {'beta': 0.7, 'preserve_top1': True})
+    """
+    if not isinstance(spec, str):
+        raise ValueError(f"A defense spec must be a string such as 'dcp:beta=0.7'; got {spec!r}.")
     name, _, args = spec.strip().partition(":")
     name = name.strip().lower()
-    if name != "none" and name not in DEFENSES:
-        raise ValueError(f"Unknown defense {name!r}; choose from none, {', '.join(DEFENSES)}.")
-    params = {}
+    if not name:
+        raise ValueError(f"Defense spec {spec!r} has no name (e.g. dcp, rs, rounding).")
+    params: dict[str, Any] = {}
     for item in filter(None, (part.strip() for part in args.split(","))):
         key, eq, value = item.partition("=")
-        if not eq:
+        key = key.strip().lower().replace("-", "_")
+        if not eq or not key:
             raise ValueError(f"Defense spec argument {item!r} must look like key=value.")
-        params[key.strip().replace("-", "_")] = _parse_value(value)
-    if name == "none" and params:
-        raise ValueError("Defense 'none' takes no arguments.")
+        if key in params:
+            raise ValueError(f"Defense spec {spec!r} gives {key!r} twice.")
+        params[key] = parse_value(value)
     return name, params
 
 
-def build_defense(spec):
-    """A defense layer from a spec string, or None for ``"none"``.
+def format_spec(name: str, params: dict[str, Any] | None = None) -> str:
+    """The inverse of :func:`split_spec`: ``("dcp", {"beta": 0.5})`` -> ``"dcp:beta=0.5"``.
 
-    Unknown argument names raise a ValueError listing the valid ones.
+    >>> format_spec("dcp", {"beta": 0.5, "nu": None})
+    'dcp:beta=0.5,nu=none'
     """
-    name, params = parse_spec(spec)
-    if name == "none":
-        return None
-    cls = DEFENSES[name]
-    unknown = sorted(set(params) - set(cls._config_keys))
-    if unknown:
-        valid = ", ".join(cls._config_keys) or "none"
-        raise ValueError(f"Unknown argument(s) {', '.join(unknown)} for defense {name!r}; valid: {valid}.")
-    return cls(**params)
+    if not params:
+        return name
+
+    def text(value: Any) -> str:
+        if value is None:
+            return "none"
+        if isinstance(value, bool):
+            return str(value).lower()
+        return repr(value) if isinstance(value, float) else str(value)
+
+    return name + ":" + ",".join(f"{key}={text(value)}" for key, value in params.items())
 
 
-def describe(layer):
-    """``(name, params)`` of a defense layer, the inverse of :func:`build_defense`."""
-    if layer is None:
-        return "none", {}
-    for name, cls in DEFENSES.items():
-        if type(layer) is cls:
-            return name, {key: getattr(layer, key) for key in cls._config_keys}
-    return type(layer).__name__, {}
+__all__ = ["format_spec", "parse_value", "split_spec"]

@@ -6,8 +6,11 @@ import keras
 
 from keras_dcp import ops as defense_ops
 from keras_dcp.defenses.base import OutputDefense
+from keras_dcp.defenses.registry import register_defense
+from keras_dcp.validation import check_int
 
 
+@register_defense("topk")
 @keras.saving.register_keras_serializable(package="keras_dcp")
 class TopK(OutputDefense):
     """Return only the ``k`` largest probabilities, renormalised.
@@ -33,13 +36,11 @@ class TopK(OutputDefense):
         The truncated distribution, shape ``(batch, K)``, dtype of the input.
     """
 
-    _config_keys = ("k",)
+    params = ("k",)
 
-    def __init__(self, k=1, **kwargs):
+    def __init__(self, k: int = 1, **kwargs):
         super().__init__(**kwargs)
-        if isinstance(k, bool) or not isinstance(k, int) or k < 1:
-            raise ValueError(f"`k` must be an int >= 1; got {k!r}.")
-        self.k = k
+        self.k = check_int("k", k, minimum=1)
 
     def build(self, input_shape):
         super().build(input_shape)

@@ -6,8 +6,10 @@ import keras
 
 from keras_dcp import ops as defense_ops
 from keras_dcp.defenses.base import OutputDefense
+from keras_dcp.defenses.registry import register_defense
 
 
+@register_defense("toplabel")
 @keras.saving.register_keras_serializable(package="keras_dcp")
 class TopLabel(OutputDefense):
     """Answer only the top-1 label, as a one-hot row.
@@ -17,7 +19,7 @@ class TopLabel(OutputDefense):
         y'_k = [k = \\arg\\max_j y_j]
 
     computed per row (ART's batch ``ClassLabels`` writes every row's winner
-    into all rows, see its PR #2824; this does not). The math is
+    into all rows, see its PR #2824; this does not); a NaN row stays NaN. The math is
     :func:`keras_dcp.ops.top_label`.
 
     Example:

@@ -11,7 +11,7 @@
 from keras_dcp.experiments.plots import plot_tradeoff
 from keras_dcp.experiments.runner import ATTACKS, DefenseMeter, best_responses, make_attack, run_experiment
 from keras_dcp.experiments.schema import RUN_FIELDS, load_results, save_results, validate_results
-from keras_dcp.experiments.sweep import DEFAULT_GRIDS, expand_sweep
+from keras_dcp.experiments.sweep import DEFAULT_GRIDS, defense_specs, expand_sweep
 from keras_dcp.experiments.table import format_table, setting_label
 
 __all__ = [
@@ -20,6 +20,7 @@ __all__ = [
     "DefenseMeter",
     "RUN_FIELDS",
     "best_responses",
+    "defense_specs",
     "expand_sweep",
     "format_table",
     "load_results",

@@ -10,23 +10,20 @@ bring TensorFlow in through :mod:`keras_dcp.attacks` when asked for).
 
 from __future__ import annotations
 
-import inspect
+import os
 import time
+from typing import Any, Callable, Sequence
 
 import keras
 import numpy as np
 
+from keras_dcp.attacks.registry import ATTACKS, attack_class, build_attack
 from keras_dcp.data.images import to_float
-from keras_dcp.defenses.spec import build_defense, describe
+from keras_dcp.defenses.registry import build_defense, describe
 from keras_dcp.experiments.schema import validate_results
-
-#: Attack name -> (class name in keras_dcp.attacks, needs query images).
-ATTACKS = {
-    "knockoff": ("KnockoffNets", True),
-    "knockoff-label": ("KnockoffNetsLabelOnly", True),
-    "maze": ("MAZE", False),
-    "dfme": ("DFME", False),
-}
+from keras_dcp.inference import predict_padded
+from keras_dcp.model_io import load_keras_model
+from keras_dcp.validation import check_int
 #: An answer counts as perturbed when some probability moved by more than this.
 PERTURBED_TOLERANCE = 1e-6
 
@@ -52,9 +49,9 @@ class DefenseMeter:
         self.perturbed = 0
 
     def __call__(self, x):
-        y_defended = _predict(self.protected, x, self.batch_size)
+        y_defended = predict_padded(self.protected, x, self.batch_size)
         if self.recording:
-            y = y_defended if self.protected is self.undefended else _predict(self.undefended, x, self.batch_size)
+            y = y_defended if self.protected is self.undefended else predict_padded(self.undefended, x, self.batch_size)
             delta = np.abs(y_defended.astype("float64") - y.astype("float64"))
             self.count += len(x)
             self.l1_sum += float(delta.sum())
@@ -72,50 +69,20 @@ class DefenseMeter:
         return self.perturbed / self.count if self.count else 0.0
 
 
-def _predict(model, x, batch_size=256):
-    """``model(x)`` as float32 NumPy, ``(n, ...) -> (n, K)``.
-
-    Small batches are zero-padded to a power of two so a backend that
-    compiles per input shape (JAX, tf.function) compiles a few times, not once
-    per odd batch size.
-    """
-    n = len(x)
-    if n <= batch_size:
-        padded_size = 1 << max(0, (n - 1).bit_length())
-        if padded_size != n:
-            x = np.concatenate([x, np.zeros((padded_size - n, *x.shape[1:]), x.dtype)])
-        return np.asarray(keras.ops.convert_to_numpy(model.predict_on_batch(x)), "float32")[:n]
-    return np.asarray(model.predict(x, batch_size=batch_size, verbose=0), "float32")
-
-
 def make_attack(name, make_clone, epochs=10, batch_size=64, learning_rate=0.1, seed=0, verbose=0,
                 distribute_strategy=None, options=None):
-    """Instantiate the attack ``name`` (a key of :data:`ATTACKS`).
+    """Instantiate the attack ``name`` through the registry (:func:`keras_dcp.attacks.build_attack`).
 
     ``seed``, ``verbose`` and ``distribute_strategy`` go to every attack;
     ``epochs``, ``batch_size`` and ``learning_rate`` (clone training) to the
-    KnockoffNets variants only. ``options`` (a dict) adds or overrides
-    attack-specific constructor arguments.
+    attacks that declare them in ``clone_training_arguments`` (KnockoffNets
+    and its variants). ``options`` (a dict) adds or overrides attack-specific
+    constructor arguments.
     """
-    if name not in ATTACKS:
-        raise ValueError(f"Unknown attack {name!r}; choose from {', '.join(ATTACKS)}.")
-    from keras_dcp import attacks
-
-    class_name, _ = ATTACKS[name]
-    try:
-        cls = getattr(attacks, class_name)
-    except (AttributeError, ImportError) as error:
-        raise ValueError(f"Attack {name!r} ({class_name}) is not available: {error}") from None
-    common = {"seed": seed, "verbose": verbose, "distribute_strategy": distribute_strategy}
-    if ATTACKS[name][1]:
-        # Clone-training settings of KnockoffNets; MAZE and DFME keep their own
-        # (generator batch, clone iterations), set through ``options``.
-        common.update(epochs=epochs, batch_size=batch_size, learning_rate=learning_rate)
-    accepted = inspect.signature(cls.__init__).parameters
-    takes_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in accepted.values())
-    kwargs = {k: v for k, v in common.items() if (k in accepted or takes_any) and v is not None}
-    kwargs.update(options or {})
-    return cls(make_clone, **kwargs)
+    return build_attack(
+        name, make_clone, seed=seed, verbose=verbose, distribute_strategy=distribute_strategy, options=options,
+        epochs=epochs, batch_size=batch_size, learning_rate=learning_rate,
+    )
 
 
 def _default_make_clone(victim):
@@ -158,24 +125,24 @@ def best_responses(runs):
 
 
 def run_experiment(
-    victim,
-    x_test,
-    y_test,
-    x_queries=None,
-    defenses=("none", "dcp"),
-    attacks=("knockoff", "knockoff-label"),
-    budget=None,
-    make_clone=None,
-    epochs=10,
-    batch_size=64,
-    learning_rate=0.1,
-    seed=0,
-    dataset="unknown",
-    distribute_strategy=None,
-    attack_options=None,
-    verbose=1,
-    eval_batch_size=256,
-):
+    victim: keras.Model | str | os.PathLike,
+    x_test: np.ndarray,
+    y_test: np.ndarray,
+    x_queries: np.ndarray | None = None,
+    defenses: str | Sequence[str] = ("none", "dcp"),
+    attacks: str | Sequence[str] = ("knockoff", "knockoff-label"),
+    budget: int | None = None,
+    make_clone: Callable[[], keras.Model] | None = None,
+    epochs: int = 10,
+    batch_size: int = 64,
+    learning_rate: float = 0.1,
+    seed: int = 0,
+    dataset: str = "unknown",
+    distribute_strategy: Any = None,
+    attack_options: dict[str, dict[str, Any]] | None = None,
+    verbose: int = 1,
+    eval_batch_size: int = 256,
+) -> dict[str, Any]:
     """Attack every defense setting with every attack; return the results dict.
 
     For defense setting ``d`` and attack ``a``: serve ``f_d`` (the victim
@@ -223,10 +190,8 @@ def run_experiment(
     from keras_dcp import attacks as attack_lib
     from keras_dcp.protect import protect
 
-    if isinstance(victim, str):
-        import keras_dcp  # noqa: F401  (registers the defense layers)
-
-        victim = keras.saving.load_model(victim, compile=False)
+    if isinstance(victim, (str, os.PathLike)):
+        victim = load_keras_model(victim, what="victim")
     if not isinstance(victim, keras.Model):
         raise ValueError(f"`victim` must be a keras.Model or a .keras path; got {type(victim).__name__}.")
     defenses = [defenses] if isinstance(defenses, str) else list(defenses)
@@ -235,9 +200,7 @@ def run_experiment(
         raise ValueError("Give at least one defense spec (use 'none' for the undefended victim).")
     if not attacks:
         raise ValueError("Give at least one attack.")
-    for name in attacks:
-        if name not in ATTACKS:
-            raise ValueError(f"Unknown attack {name!r}; choose from {', '.join(ATTACKS)}.")
+    attack_classes = {name: attack_class(name) for name in attacks}  # unknown names fail here
     layers = [(spec, build_defense(spec)) for spec in defenses]  # fail on bad specs before any work
 
     x_test = to_float(x_test)
@@ -245,9 +208,10 @@ def run_experiment(
     if x_test.ndim != 4 or len(x_test) != len(y_test) or not len(x_test):
         raise ValueError(f"x_test {x_test.shape} and y_test {y_test.shape} must be n > 0 images and n labels.")
     input_shape = tuple(victim.input_shape[1:])
+    num_classes = int(victim.output_shape[-1])
     if x_test.shape[1:] != input_shape:
         raise ValueError(f"Test images have shape {x_test.shape[1:]}; the victim takes {input_shape}.")
-    needs_queries = any(ATTACKS[name][1] for name in attacks)
+    needs_queries = any(cls.needs_query_images for cls in attack_classes.values())
     if needs_queries:
         if x_queries is None:
             raise ValueError("KnockoffNets attacks need query images (x_queries).")
@@ -256,24 +220,27 @@ def run_experiment(
             raise ValueError(f"Query images have shape {x_queries.shape[1:]}; the victim takes {input_shape}.")
         if budget is None:
             budget = len(x_queries)
+        budget = check_int("budget", budget, minimum=1)
         if budget > len(x_queries):
             raise ValueError(f"budget={budget} exceeds the {len(x_queries)} query images.")
     if budget is None:
         raise ValueError("Give a query budget for MAZE/DFME.")
-    if isinstance(budget, bool) or not isinstance(budget, (int, np.integer)) or budget < 1:
-        raise ValueError(f"`budget` must be an int >= 1; got {budget!r}.")
-    budget = int(budget)
+    budget = check_int("budget", budget, minimum=1)
     make_clone = make_clone or _default_make_clone(victim)
-    num_classes = int(victim.output_shape[-1])
 
-    undefended_test = _predict(victim, x_test, eval_batch_size)
+    if int(y_test.max()) >= num_classes:
+        raise ValueError(
+            f"The test labels go up to {int(y_test.max())} but the victim has {num_classes} classes: "
+            "is this the victim's test set?"
+        )
+    undefended_test = predict_padded(victim, x_test, eval_batch_size)
     victim_accuracy = float(np.mean(np.argmax(undefended_test, axis=1) == y_test))
     runs = []
     progress = _progress(len(layers) * len(attacks), verbose)
     for spec, layer in layers:
         name, params = describe(layer)
         served = victim if layer is None else protect(victim, layer)
-        defended_test = _predict(served, x_test, eval_batch_size)
+        defended_test = predict_padded(served, x_test, eval_batch_size)
         defender_accuracy = float(np.mean(np.argmax(defended_test, axis=1) == y_test))
         for attack_name in attacks:
             if progress is not None:
@@ -289,7 +256,7 @@ def run_experiment(
                 options=(attack_options or {}).get(attack_name),
             )
             started = time.perf_counter()
-            if ATTACKS[attack_name][1]:
+            if attack_classes[attack_name].needs_query_images:
                 clone = attack.extract(black_box, x_queries, budget=budget)
             else:
                 clone = attack.extract(black_box, budget=budget)

@@ -23,6 +23,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import tempfile
 
 #: Fields every run has, with their types.
 RUN_FIELDS = {
@@ -87,13 +88,23 @@ def validate_results(results):
 
 
 def save_results(results, path):
-    """Validate and write ``results`` as indented JSON (parent folders are created)."""
+    """Validate and write ``results`` as indented JSON (parent folders are created).
+
+    Written to a temporary file beside ``path`` and moved into place, so an
+    existing file is never left half-written.
+    """
     validate_results(results)
     directory = os.path.dirname(os.path.abspath(path))
     os.makedirs(directory, exist_ok=True)
-    with open(path, "w") as handle:
-        json.dump(results, handle, indent=2)
-        handle.write("\n")
+    handle, temporary = tempfile.mkstemp(prefix=".results-", suffix=".json", dir=directory)
+    try:
+        with os.fdopen(handle, "w") as stream:
+            json.dump(results, stream, indent=2)
+            stream.write("\n")
+        os.replace(temporary, path)
+    finally:
+        if os.path.exists(temporary):
+            os.remove(temporary)
     return path
 
 

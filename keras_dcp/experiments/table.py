@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from keras_dcp.defenses.spec import build_defense, describe
+from keras_dcp.defenses.registry import defense_defaults
 
 
 def setting_label(defense, params):
@@ -10,8 +10,8 @@ def setting_label(defense, params):
     if defense == "none":
         return "none"
     try:
-        _, defaults = describe(build_defense(defense))
-    except ValueError:
+        defaults = defense_defaults(defense)
+    except ValueError:  # a defense this installation does not know (results from elsewhere)
         defaults = {}
     shown = {k: v for k, v in params.items() if defaults.get(k) != v}
     if not shown:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import keras
 
+from keras_dcp.validation import check_int
+
 
 def check_shape(input_shape, num_classes, min_side=8):
     """Validate ``(H, W, C)`` and ``num_classes``; return them as ints.
@@ -19,8 +21,7 @@ def check_shape(input_shape, num_classes, min_side=8):
         raise ValueError(f"`input_shape` must be (height, width, channels); got {input_shape!r}.")
     if min(input_shape[:2]) < min_side:
         raise ValueError(f"`input_shape` must be at least {min_side}x{min_side} pixels; got {input_shape!r}.")
-    if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 2:
-        raise ValueError(f"`num_classes` must be an int >= 2; got {num_classes!r}.")
+    num_classes = check_int("num_classes", num_classes, minimum=2)
     return input_shape, num_classes
 
 

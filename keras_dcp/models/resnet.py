@@ -9,6 +9,7 @@ from __future__ import annotations
 import keras
 
 from keras_dcp.models.common import check_shape, image_input, probability_head
+from keras_dcp.validation import check_int
 
 #: He et al.'s weight decay lives in the optimizer (keras_dcp.training), not in
 #: kernel regularizers, so the same model trains the same way on any backend.
@@ -64,10 +65,10 @@ def cifar_resnet(depth, input_shape=(32, 32, 3), num_classes=10, width=16, name=
     Returns:
         An uncompiled functional ``keras.Model``.
     """
-    if isinstance(depth, bool) or not isinstance(depth, int) or depth < 8 or (depth - 2) % 6:
-        raise ValueError(f"`depth` must be 6n + 2 (20, 32, 44, ...); got {depth!r}.")
-    if isinstance(width, bool) or not isinstance(width, int) or width < 1:
-        raise ValueError(f"`width` must be a positive int; got {width!r}.")
+    depth = check_int("depth", depth, minimum=8)
+    if (depth - 2) % 6:
+        raise ValueError(f"`depth` must be 6n + 2 (20, 32, 44, ...). Received: depth={depth!r}")
+    width = check_int("width", width, minimum=1)
     input_shape, num_classes = check_shape(input_shape, num_classes)
     blocks_per_stage = (depth - 2) // 6
     inputs, x = image_input(input_shape)

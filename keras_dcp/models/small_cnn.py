@@ -5,6 +5,7 @@ from __future__ import annotations
 import keras
 
 from keras_dcp.models.common import check_shape, image_input, probability_head
+from keras_dcp.validation import check_int
 
 
 def small_cnn(input_shape=(32, 32, 3), num_classes=10, width=32, name="small_cnn"):
@@ -25,8 +26,7 @@ def small_cnn(input_shape=(32, 32, 3), num_classes=10, width=32, name="small_cnn
     Returns:
         An uncompiled functional ``keras.Model``.
     """
-    if isinstance(width, bool) or not isinstance(width, int) or width < 1:
-        raise ValueError(f"`width` must be a positive int; got {width!r}.")
+    width = check_int("width", width, minimum=1)
     input_shape, num_classes = check_shape(input_shape, num_classes)
     inputs, x = image_input(input_shape)
     for stage, filters in enumerate((width, 2 * width)):

@@ -9,6 +9,8 @@ the rule that every non-constant tensor must be 8-bit quantized).
 
 from __future__ import annotations
 
+from typing import Any
+
 from keras_dcp.tflite import flatbuffer
 
 #: Builtin ops the Edge TPU compiler maps (Coral docs, "Supported operations",
@@ -83,7 +85,7 @@ def _xnnpack_nodes(content):
     return taken
 
 
-def audit_tflite(model):
+def audit_tflite(model: Any) -> dict[str, Any]:
     """A report (plain dict, JSON-ready) on a ``.tflite`` model.
 
     Keys: ``ops`` (one entry per operator: index, op, input/output dtypes,

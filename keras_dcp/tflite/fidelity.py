@@ -16,10 +16,12 @@ docs/results/tflite.md is agreement >= 0.99 and mean l1 <= 0.02.
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
 
-def compare_outputs(outputs, reference, tau=None):
+def compare_outputs(outputs: np.ndarray, reference: np.ndarray, tau: float | None = None) -> dict[str, float]:
     """Agreement, mean l1 and (with ``tau``) the detector-decision difference of two ``(n, K)`` arrays.
 
     Raises:
@@ -39,7 +41,14 @@ def compare_outputs(outputs, reference, tau=None):
     return row
 
 
-def fidelity(model, reference, x, batch_size=500, xnnpack=True, tau=None):
+def fidelity(
+    model: Any,
+    reference: Any,
+    x: np.ndarray,
+    batch_size: int = 500,
+    xnnpack: bool = True,
+    tau: float | None = None,
+) -> dict[str, float]:
     """Compare a ``.tflite`` model with its reference Keras model on inputs ``x``.
 
     Args:

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import time
 
 import numpy as np
 
 
-def make_interpreter(model, num_threads=1, xnnpack=True):
+def make_interpreter(model: Any, num_threads: int = 1, xnnpack: bool = True):
     """An allocated ``ai_edge_litert.interpreter.Interpreter`` for a path or bytes.
 
     Args:
@@ -47,7 +49,7 @@ def dequantize_output(q, detail):
     return (q.astype("float32") - zero_point) * scale
 
 
-def predict(model, x, batch_size=256, num_threads=1, interpreter=None):
+def predict(model: Any, x: np.ndarray, batch_size: int = 256, num_threads: int = 1, interpreter: Any = None) -> np.ndarray:
     """Float outputs of a single-input, single-output ``.tflite`` model on ``x``.
 
     Quantized inputs and outputs are handled from the tensors' scale and zero

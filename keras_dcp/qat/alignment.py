@@ -29,8 +29,12 @@ Measured effect on a QAT ResNet-20: docs/results/tflite.md (QAT section).
 from __future__ import annotations
 
 import re
+from typing import Any
 
 import numpy as np
+
+from keras_dcp.qat.quantize import is_qat_model
+from keras_dcp.tflite.flatbuffer import load_model, opcode_name
 
 #: TFLite operators that carry an int32 bias as their third input.
 _BIASED_OPS = ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED")
@@ -51,14 +55,12 @@ def _convertible_part(model):
     return model
 
 
-def tflite_biases(content):
+def tflite_biases(content: bytes) -> dict[str, np.ndarray]:
     """``{output tensor name: float64 bias}`` of every biased op of an int8 ``.tflite`` model.
 
     The bias is the stored int32 vector times its per-channel scale, i.e. what
     the int8 kernel adds. Float ops (no quantized bias) are skipped.
     """
-    from keras_dcp.tflite.flatbuffer import load_model, opcode_name
-
     model_t = load_model(content)
     subgraph = model_t.subgraphs[0]
     biases = {}
@@ -76,7 +78,7 @@ def tflite_biases(content):
     return biases
 
 
-def _folded_bias(batch_norm, linear):
+def folded_bias(batch_norm, linear):
     """``b'``: the bias of ``linear`` (a conv/dense or None) with the BatchNormalization after it folded in, float64."""
     variance = batch_norm.moving_variance.numpy().astype(np.float64)
     gamma = batch_norm.gamma.numpy().astype(np.float64) if batch_norm.scale else 1.0
@@ -89,7 +91,7 @@ def _folded_bias(batch_norm, linear):
     return folded
 
 
-def bias_moves(model, content):
+def bias_moves(model: Any, content: bytes) -> list:
     """What :func:`align_biases` would change: ``[(layer name, variable, new value, largest change)]``.
 
     ``model`` is the tf_keras QAT model (or the part of it) that ``content``
@@ -111,7 +113,7 @@ def bias_moves(model, content):
         linears = [l for l in fused if isinstance(_inner(l), (tf_keras.layers.Conv2D, tf_keras.layers.Dense))]
         if batch_norms and _inner(batch_norms[0]).center:
             batch_norm = _inner(batch_norms[0])
-            folded = _folded_bias(batch_norm, _inner(linears[0]) if linears else None)
+            folded = folded_bias(batch_norm, _inner(linears[0]) if linears else None)
             if folded.shape == real.shape:
                 moves.append((batch_norms[0].name, batch_norm.beta, batch_norm.beta.numpy() + (real - folded),
                               float(np.abs(real - folded).max())))
@@ -127,7 +129,7 @@ def bias_moves(model, content):
     return moves
 
 
-def align_biases(model):
+def align_biases(model: Any) -> dict[str, float]:
     """Move a QAT model's biases onto the int32 grid of its int8 TFLite model, in place.
 
     Call once training is over (``keras_dcp.qat.train_qat`` does it by
@@ -135,7 +137,7 @@ def align_biases(model):
     export. Works on a QAT classifier and on ``protect_qat(...)`` of one (the
     defense and the softmax stay float and are left alone).
     ``keras_dcp.tflite.export_tflite`` warns when it exports a QAT model that
-    was not aligned.
+    was not aligned (:func:`warn_if_not_aligned`).
 
     Args:
         model: a tf_keras model from :func:`keras_dcp.qat.quantize_model`.
@@ -151,9 +153,7 @@ def align_biases(model):
     import tensorflow as tf
     import tf_keras
 
-    from keras_dcp.tflite.export import _is_qat
-
-    if not isinstance(model, tf_keras.Model) or not _is_qat(model):
+    if not isinstance(model, tf_keras.Model) or not is_qat_model(model):
         raise ValueError("align_biases() needs a tf_keras QAT model from keras_dcp.qat.quantize_model().")
     part = _convertible_part(model)
     converter = tf.lite.TFLiteConverter.from_keras_model(part)
@@ -165,4 +165,26 @@ def align_biases(model):
     return changes
 
 
-__all__ = ["align_biases", "bias_moves", "tflite_biases"]
+#: A bias further than this from its int8 value means align_biases() was not run
+#: (after it the two agree to float32 rounding; tests/test_qat.py checks < 1e-6).
+ALIGNED_ATOL = 1e-6
+
+
+def warn_if_not_aligned(backbone: Any, content: bytes) -> float:
+    """Warn when a QAT backbone's biases are not those of its int8 export; return the largest gap."""
+    import warnings
+
+    worst = max((change for *_, change in bias_moves(backbone, content)), default=0.0)
+    if worst > ALIGNED_ATOL:
+        warnings.warn(
+            f"this QAT model's biases differ from its int8 export's by up to {worst:.2g}, so the int8 "
+            "model strays further from the Keras one than it needs to; call "
+            "keras_dcp.qat.align_biases(model) after training (keras_dcp.qat.train_qat does) and "
+            "before exporting or using the Keras model as the reference.",
+            UserWarning,
+            stacklevel=5,
+        )
+    return worst
+
+
+__all__ = ["ALIGNED_ATOL", "align_biases", "bias_moves", "folded_bias", "tflite_biases", "warn_if_not_aligned"]

@@ -22,10 +22,17 @@ pairs ``(a, b)`` and ``lambda`` uniform in ``[0.3, 0.7]``.
 
 from __future__ import annotations
 
+from typing import Any, Sequence
+
 import numpy as np
 
+from keras_dcp.qat.export import convert_qat
+from keras_dcp.qat.train import protect_qat
+from keras_dcp.tflite.fidelity import fidelity
+from keras_dcp.validation import check_int
 
-def mixup_images(x, n, seed=0, low=0.3, high=0.7):
+
+def mixup_images(x: np.ndarray, n: int, seed: int = 0, low: float = 0.3, high: float = 0.7) -> np.ndarray:
     """``n`` blends ``lambda a + (1 - lambda) b`` of random pairs of ``x`` (float, shape ``(n, ...)``).
 
     Raises:
@@ -34,8 +41,7 @@ def mixup_images(x, n, seed=0, low=0.3, high=0.7):
     x = np.asarray(x, "float32")
     if x.ndim < 2 or len(x) < 2:
         raise ValueError(f"mixup_images() needs at least two images (n, ...); got shape {x.shape}.")
-    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
-        raise ValueError(f"`n` must be a positive int; got {n!r}.")
+    n = check_int("n", n, minimum=1)
     if not 0.0 <= low <= high <= 1.0:
         raise ValueError(f"need 0 <= low <= high <= 1; got low={low}, high={high}.")
     rng = np.random.default_rng(seed)
@@ -45,7 +51,9 @@ def mixup_images(x, n, seed=0, low=0.3, high=0.7):
     return lam * x[first] + (1.0 - lam) * x[second]
 
 
-def most_faithful(candidates, x_check, defense=None, io_type="int8"):
+def most_faithful(
+    candidates: Sequence[Any], x_check: np.ndarray, defense: Any = None, io_type: str = "int8"
+) -> tuple[int, list[dict[str, float]]]:
     """The candidate QAT model whose protected int8 export is closest to its protected Keras model.
 
     Args:
@@ -63,16 +71,13 @@ def most_faithful(candidates, x_check, defense=None, io_type="int8"):
     Raises:
         ValueError: for no candidates.
     """
-    from keras_dcp.qat import protect_qat
-    from keras_dcp.tflite import export_tflite, fidelity
-
     candidates = list(candidates)
     if not candidates:
         raise ValueError("most_faithful() needs at least one candidate model.")
     scores = []
     for model in candidates:
         protected = protect_qat(model, defense)
-        content = export_tflite(protected, None, quantize="int8", io_type=io_type)
+        content = convert_qat(protected, io_type=io_type)
         scores.append(fidelity(content, protected, x_check))
     best = min(range(len(scores)), key=lambda i: (scores[i]["mean_l1"], -scores[i]["agreement"]))
     return best, scores

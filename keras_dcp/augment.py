@@ -1,0 +1,50 @@
+"""The one image augmenter: random crop after zero padding, and horizontal flips.
+
+Used to train victims (:mod:`keras_dcp.training`) and clones
+(:class:`keras_dcp.attacks.KnockoffNets` with ``augment=True``). Zero padding,
+not reflection: it is torchvision's ``RandomCrop(32, padding=4)`` default
+(``fill=0``), the transform of the KnockoffNets, DCP and MAZE reference code
+and of the usual CIFAR ResNet recipe, so our victims and clones train on what
+the papers' did.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def random_crop_flip(x: np.ndarray, rng: np.random.Generator, pad: int = 4, flip: bool = True) -> np.ndarray:
+    """Random crop after zero padding, and random horizontal flip, in NumPy.
+
+    For each image ``x_i`` of shape ``(H, W, C)``: pad ``pad`` pixels of zeros
+    on every side, cut a random ``H x W`` window (offsets uniform in
+    ``[0, 2 pad]``), and mirror it left-right with probability 1/2 if
+    ``flip``. Shapes: ``(n, H, W, C) -> (n, H, W, C)``, same dtype.
+
+    >>> out = random_crop_flip(np.ones((2, 4, 4, 1), "float32"), np.random.default_rng(0), pad=1)
+    >>> out.shape, set(np.unique(out)) <= {0.0, 1.0}
+    ((2, 4, 4, 1), True)
+
+    Args:
+        x: a batch of images, NHWC.
+        rng: a ``numpy.random.Generator`` (seeded by the caller).
+        pad: padding in pixels, >= 0.
+        flip: also flip horizontally (off for digits, text and signs).
+    """
+    n, height, width = x.shape[:3]
+    out = x
+    if pad > 0:
+        padded = np.pad(x, ((0, 0), (pad, pad), (pad, pad), (0, 0)))
+        top = rng.integers(0, 2 * pad + 1, size=n)
+        left = rng.integers(0, 2 * pad + 1, size=n)
+        rows = top[:, None] + np.arange(height)[None, :]
+        cols = left[:, None] + np.arange(width)[None, :]
+        out = padded[np.arange(n)[:, None, None], rows[:, :, None], cols[:, None, :]]
+    if flip:
+        mirrored = rng.random(n) < 0.5
+        out = out.copy() if out is x else out
+        out[mirrored] = out[mirrored, :, ::-1]
+    return out
+
+
+__all__ = ["random_crop_flip"]
