@@ -168,13 +168,17 @@ def _symbolic_graph(model, copy, input_shape):
     """``(inputs, output)`` of the copy as one flat functional graph, inputs structured as the original's."""
     functional_inputs = _functional_inputs(copy) if copy is not model else None
     if isinstance(copy, keras.Sequential) and functional_inputs is not None:
-        # Rebuild the Sequential copy as a flat graph on an input named like
-        # the original's, so the exported signature keeps its input name.
+        # Rebuild the Sequential model as a flat graph of fresh layers (each
+        # called once, so `layer.input`/`layer.output` stay in this graph) on
+        # an input named like the original's, so the exported signature keeps
+        # its input name.
         original = model.inputs[0]
         inputs = keras.Input(batch_shape=original.shape, dtype=original.dtype, name=original.name)
         outputs = inputs
-        for layer in copy.layers:
-            outputs = layer(outputs)
+        for layer in model.layers:
+            fresh = type(layer).from_config(layer.get_config())
+            outputs = fresh(outputs)
+            fresh.set_weights(layer.get_weights())
         return inputs, outputs
     if functional_inputs is not None:
         outputs = copy.outputs

@@ -194,3 +194,85 @@ def test_export_warns_when_a_qat_model_is_not_aligned():
     with warnings.catch_warnings():
         warnings.filterwarnings("error", message=".*align_biases.*")
         export_tflite(protected, None, quantize="int8")
+
+
+# --- faithful int8: QAT as distillation from the float protected model (issue 12) ------------
+
+def _small_protected(seed=0):
+    import keras
+
+    import keras_dcp
+    from keras_dcp.attacks import _testing
+
+    keras.utils.set_random_seed(seed)
+    data = _testing.digits(16)
+    model = keras_dcp.models.get_model("small_cnn", (16, 16, 3), 10, width=4)  # the zoo's Rescaling input
+    model.compile(optimizer=keras.optimizers.Adam(3e-3), loss="sparse_categorical_crossentropy")
+    model.fit(*data["train"], epochs=5, batch_size=64, verbose=0)
+    return keras_dcp.protect(model, keras_dcp.DeceptionLayer()), data
+
+
+def test_calibrate_ranges_starts_qat_at_the_post_training_model():
+    from keras_dcp import qat
+    from keras_dcp.qat.distill import split_protected_keras
+    from keras_dcp.tflite import compare_outputs
+
+    protected, data = _small_protected()
+    classifier, _ = split_protected_keras(protected)
+    x = data["test"][0]
+    reference = classifier.predict(x, verbose=0)
+    model = qat.quantize_model(qat.to_tf_keras(classifier))
+    before = compare_outputs(model.predict(x, verbose=0), reference)
+    qat.calibrate_ranges(model, data["train"][0])
+    after = compare_outputs(model.predict(x, verbose=0), reference)
+    assert after["agreement"] >= 0.97 and after["mean_l1"] < 0.05
+    assert after["mean_l1"] < before["mean_l1"]
+
+
+def test_faithful_int8_is_int8_end_to_end_and_reports_against_the_float_model():
+    from keras_dcp import qat
+    from keras_dcp.tflite import audit_tflite, fidelity
+
+    protected, data = _small_protected()
+    content, report = qat.faithful_int8(protected, data["train"][0], epochs=1, seeds=(0, 1), check_rows=200,
+                                        verbose=0)
+    audit = audit_tflite(content)
+    assert [t["dtype"] for t in audit["inputs"] + audit["outputs"]] == ["int8", "int8"]
+    ops = [op["op"] for op in audit["ops"]]
+    assert ops[0] == "DEPTHWISE_CONV_2D" and ops.count("DEQUANTIZE") == 1  # no float block at the input
+    assert report["chosen_seed"] in (0, 1) and len(report["candidates"]) == 2
+    chosen = next(c for c in report["candidates"] if c["seed"] == report["chosen_seed"])
+    assert chosen["export_vs_float"]["mean_l1"] == min(c["export_vs_float"]["mean_l1"] for c in report["candidates"])
+    for key in ("export_vs_float", "export_vs_qat_keras", "qat_keras_vs_float"):
+        assert 0.0 <= chosen[key]["mean_l1"] <= 2.0
+    # The report is against the float protected model: recompute it on the test images.
+    judged = fidelity(content, protected, data["test"][0])
+    assert judged["agreement"] > 0.9
+
+
+def test_export_tflite_with_training_images_runs_the_faithful_path():
+    from keras_dcp.tflite import export_tflite
+
+    protected, data = _small_protected()
+    content = export_tflite(protected, None, quantize="int8", training_images=data["train"][0][:300])
+    assert content[4:8] == b"TFL3"
+    with pytest.raises(ValueError, match="faithful int8"):
+        export_tflite(protected, None, quantize="fp16", training_images=data["train"][0])
+
+
+def test_cli_export_train(tmp_path, capsys):
+    import numpy as np
+
+    from keras_dcp.cli import main
+
+    protected, data = _small_protected()
+    protected.save(tmp_path / "p.keras")
+    np.savez(tmp_path / "train.npz", x=(data["train"][0][:300] * 255).astype("uint8"))
+    out = tmp_path / "p.tflite"
+    code = main(["export", str(tmp_path / "p.keras"), "-o", str(out), "--quantize", "int8", "--train",
+                 str(tmp_path / "train.npz"), "--qat-epochs", "1", "--report", str(tmp_path / "r.json")])
+    assert code == 0 and out.read_bytes()[4:8] == b"TFL3"
+    assert "against the float protected model" in capsys.readouterr().out
+    assert (tmp_path / "r.json").exists()
+    assert main(["export", str(tmp_path / "p.keras"), "-o", str(tmp_path / "q.tflite"), "--quantize", "fp16",
+                 "--train", str(tmp_path / "train.npz")]) == 2

@@ -103,14 +103,22 @@ def bias_moves(model: Any, content: bytes) -> list:
     """
     import tf_keras
 
+    linear_types = (tf_keras.layers.Conv2D, tf_keras.layers.DepthwiseConv2D, tf_keras.layers.Dense)
     biases = tflite_biases(content)
     layers = {layer.name: layer for layer in model.layers}
     moves = []
+    matched = 0
     for tensor_name, real in biases.items():
         tokens = set(re.split(r"[/;:]", tensor_name))
         fused = [layers[name] for name in layers if name in tokens]
         batch_norms = [l for l in fused if isinstance(_inner(l), tf_keras.layers.BatchNormalization)]
-        linears = [l for l in fused if isinstance(_inner(l), (tf_keras.layers.Conv2D, tf_keras.layers.Dense))]
+        linears = [l for l in fused if isinstance(_inner(l), linear_types)]
+        if linears and not batch_norms:
+            # The converter names a fused op after its conv alone when the batch
+            # norm after it is the identity (an untrained model): find it in the graph.
+            following = _following_batch_norm(model, linears[0])
+            batch_norms = [following] if following is not None else []
+        matched += bool(batch_norms or linears)
         if batch_norms and _inner(batch_norms[0]).center:
             batch_norm = _inner(batch_norms[0])
             folded = folded_bias(batch_norm, _inner(linears[0]) if linears else None)
@@ -121,12 +129,26 @@ def bias_moves(model: Any, content: bytes) -> list:
             linear = _inner(linears[0])
             if linear.bias.shape == real.shape:
                 moves.append((linears[0].name, linear.bias, real, float(np.abs(real - linear.bias.numpy()).max())))
-    if biases and not moves:
+    if biases and not matched:
         raise ValueError(
             "the int8 model's biased ops could not be matched to the model's layers "
             f"(tensor names such as {next(iter(biases))!r})."
         )
     return moves
+
+
+def _following_batch_norm(model, layer):
+    """The BatchNormalization layer fed by ``layer`` alone (its only consumer), or None."""
+    import tf_keras
+
+    consumers = [
+        other for other in model.layers
+        if any(layer in (node.inbound_layers if isinstance(node.inbound_layers, list) else [node.inbound_layers])
+               for node in other._inbound_nodes)  # noqa: SLF001 (tf_keras keeps the graph there)
+    ]
+    if len(consumers) == 1 and isinstance(_inner(consumers[0]), tf_keras.layers.BatchNormalization):
+        return consumers[0]
+    return None
 
 
 def align_biases(model: Any) -> dict[str, float]:

@@ -37,12 +37,35 @@ def _convert_layer(layer):
     return cls.from_config(config)
 
 
+def _rescaling_as_depthwise(layer, channels):
+    """``Rescaling(s, o)`` on images as a 1x1 ``DepthwiseConv2D`` with kernel ``s`` and bias ``o``.
+
+    The same values in float (``s x + o``, one multiply-add), but an op tfmot
+    quantizes: the exported QAT model then starts with an int8
+    DEPTHWISE_CONV_2D instead of a float DEQUANTIZE -> MUL -> ADD -> QUANTIZE
+    block, so it is int8 end to end (Edge TPU). The rescaling cannot be folded
+    into the int8 input's scale and zero point instead: for the zoo's
+    ``u = 2 x - 1`` the zero point would have to be ``z + 1 / s_u``, not an
+    integer for any ``s_u`` that keeps ``x`` in ``[0, 1]`` within int8.
+    Returns ``(tf_keras layer, weights)``.
+    """
+    import numpy as np
+
+    tf_keras = tf_keras_module()
+    scale = np.broadcast_to(np.asarray(layer.scale, "float32"), (channels,))
+    offset = np.broadcast_to(np.asarray(layer.offset, "float32"), (channels,))
+    new = tf_keras.layers.DepthwiseConv2D(1, use_bias=True, name=layer.name)
+    return new, [scale.reshape(1, 1, channels, 1).copy(), offset.copy()]
+
+
 def to_tf_keras(model: Any) -> Any:
     """Rebuild a Keras 3 functional model in tf_keras, with the same weights.
 
     Handles the plain layers of the zoo (Conv2D, BatchNormalization, Dense,
     ReLU, Add, pooling, Rescaling, Softmax...) and the keras_dcp defenses
-    (replaced by their twins). Shapes and names are kept.
+    (replaced by their twins). Shapes and names are kept. A ``Rescaling`` of
+    images becomes a 1x1 ``DepthwiseConv2D`` computing the same values, which
+    quantizes to int8 (see :func:`_rescaling_as_depthwise`).
 
     Raises:
         ValueError: for a layer with no tf_keras counterpart, or a model that
@@ -67,13 +90,17 @@ def to_tf_keras(model: Any) -> Any:
             raise ValueError(f"to_tf_keras() supports layers called once; {layer.name!r} is called {len(nodes)} times.")
         node = nodes[0]
         args = [tensors[id(t)] for t in node.input_tensors]
-        new_layer = _convert_layer(layer)
+        weights = layer.get_weights()
+        if isinstance(layer, keras.layers.Rescaling) and len(node.input_tensors[0].shape) == 4:
+            new_layer, weights = _rescaling_as_depthwise(layer, int(node.input_tensors[0].shape[-1]))
+        else:
+            new_layer = _convert_layer(layer)
         outputs = new_layer(args[0] if len(args) == 1 else args)
         outputs = outputs if isinstance(outputs, (list, tuple)) else [outputs]
         for old, new in zip(node.outputs, outputs):
             tensors[id(old)] = new
-        if layer.weights:
-            new_layer.set_weights(layer.get_weights())
+        if weights:
+            new_layer.set_weights(weights)
     new_outputs = [tensors[id(t)] for t in model.outputs]
     return tf_keras.Model(new_inputs, new_outputs[0] if len(new_outputs) == 1 else new_outputs, name=model.name)
 

@@ -8,6 +8,7 @@ import numpy as np
 
 from keras_dcp.defenses.deception import DeceptionLayer
 from keras_dcp.qat.alignment import align_biases
+from keras_dcp.qat.calibration import calibrate_ranges
 from keras_dcp.qat.twins import tf_keras_module, twin_of
 
 
@@ -21,6 +22,7 @@ def train_qat(
     seed: int = 0,
     verbose: int = 1,
     align: bool = True,
+    calibrate: bool = True,
 ) -> dict[str, Any]:
     """Fine-tune a QAT model (from :func:`quantize_model`) on ``(x, y)`` in place.
 
@@ -33,11 +35,17 @@ def train_qat(
     (:func:`keras_dcp.qat.align_biases`), so the Keras model and
     the int8 model add the same biases. Returns the Keras
     ``History.history`` dict (with ``"aligned_layers"``: the layers moved).
+    With ``calibrate=True`` (default) every quantization range is first set
+    from the first 1,000 images (:func:`keras_dcp.qat.calibrate_ranges`), so
+    training starts from the post-training-quantized model instead of tfmot's
+    ``[-6, 6]`` defaults.
     """
     import tensorflow as tf
 
     tf_keras = tf_keras_module()
     tf_keras.utils.set_random_seed(seed)
+    if calibrate:
+        calibrate_ranges(model, np.asarray(x[:1000], "float32"))
     model.compile(
         optimizer=tf_keras.optimizers.Adam(learning_rate),
         loss=tf_keras.losses.SparseCategoricalCrossentropy(),

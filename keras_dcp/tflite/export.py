@@ -160,6 +160,7 @@ def export_tflite(
     io_type: str = "int8",
     tail: str = "float",
     num_calibration: int = DEFAULT_CALIBRATION_SAMPLES,
+    training_images: Any = None,
 ) -> bytes:
     """Convert a Keras model to TFLite, quantized or not, and save it.
 
@@ -180,6 +181,13 @@ def export_tflite(
             in float32, see the module docstring) or ``"int8"`` (everything
             int8; needed for the Edge TPU).
         num_calibration: number of representative samples used.
+        training_images: for ``"int8"`` of a Keras 3 protected model: the
+            defender's training images, as the model takes them. Then the int8
+            model is trained to reproduce the float protected model itself
+            (:func:`keras_dcp.qat.faithful_int8`: QAT as distillation from it,
+            ranges calibrated on ``representative`` if given, else on these
+            images), so the int8 answers match the float model the user
+            tested; needs the ``qat`` extra. ``tail="float"`` only.
 
     Returns:
         The ``.tflite`` model as bytes.
@@ -187,7 +195,17 @@ def export_tflite(
     Raises:
         ValueError: for an unknown mode, or ``"int8"`` without ``representative``.
     """
-    content = convert(model, quantize, representative, io_type, tail, num_calibration)
+    if training_images is not None:
+        if quantize != "int8" or tail != "float" or is_tf_keras_model(model):
+            raise ValueError(
+                "`training_images` selects the faithful int8 path: it needs quantize='int8', tail='float' "
+                "and a Keras 3 protected model."
+            )
+        from keras_dcp.qat.distill import faithful_int8  # tf_keras and tfmot: the `qat` extra
+
+        content, _ = faithful_int8(model, training_images, io_type=io_type, calibration=representative, verbose=0)
+    else:
+        content = convert(model, quantize, representative, io_type, tail, num_calibration)
     if path is not None:
         directory = os.path.dirname(os.fspath(path))
         if directory:

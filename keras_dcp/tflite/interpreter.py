@@ -59,6 +59,11 @@ def predict(model: Any, x: np.ndarray, batch_size: int = 256, num_threads: int =
     interpreter = interpreter or make_interpreter(model, num_threads)
     x = np.asarray(x)
     input_index = interpreter.get_input_details()[0]["index"]
+    expected = tuple(int(d) for d in interpreter.get_input_details()[0]["shape_signature"][1:])
+    if x.ndim != len(expected) + 1 or any(e not in (-1, d) for e, d in zip(expected, x.shape[1:])):
+        raise ValueError(f"The TFLite model takes inputs of shape (n, {', '.join(map(str, expected))}); got {x.shape}.")
+    if len(x) == 0:
+        raise ValueError("predict() needs at least one input row.")
     outputs = []
     current = None
     for start in range(0, len(x), batch_size):
