@@ -10,6 +10,9 @@ the papers' did.
 
 from __future__ import annotations
 
+import math
+
+import keras
 import numpy as np
 
 
@@ -47,4 +50,27 @@ def random_crop_flip(x: np.ndarray, rng: np.random.Generator, pad: int = 4, flip
     return out
 
 
-__all__ = ["random_crop_flip"]
+class AugmentedBatches(keras.utils.PyDataset):
+    """Shuffled ``(x, y)`` batches through :func:`random_crop_flip` (pad 4, flips), a new order each epoch.
+
+    One generator seeded by ``seed`` draws the orders and the crops, so a run repeats.
+    """
+
+    def __init__(self, x, y, batch_size, seed, **kwargs):
+        super().__init__(**kwargs)
+        self.x, self.y, self.batch_size = x, y, batch_size
+        self._rng = np.random.default_rng(seed)
+        self._order = self._rng.permutation(len(x))
+
+    def __len__(self):
+        return math.ceil(len(self.x) / self.batch_size)
+
+    def __getitem__(self, index):
+        ids = self._order[index * self.batch_size : (index + 1) * self.batch_size]
+        return random_crop_flip(self.x[ids], self._rng, pad=4, flip=True), self.y[ids]
+
+    def on_epoch_end(self):
+        self._order = self._rng.permutation(len(self.x))
+
+
+__all__ = ["AugmentedBatches", "random_crop_flip"]

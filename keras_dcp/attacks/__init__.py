@@ -15,11 +15,13 @@ them are plain Keras and run on every Keras backend.
 from keras_dcp.attacks.knockoff import KnockoffNets, KnockoffNetsLabelOnly  # isort: skip
 from keras_dcp.attacks.maze import MAZE  # isort: skip
 from keras_dcp.attacks.dfme import DFME  # isort: skip
+from keras_dcp.attacks.adaptive import KnockoffNetsAware, KnockoffNetsInvert, KnockoffNetsSelective  # isort: skip
 from keras_dcp.attacks.base import SGDL2, Attack, QueryStore, reference_sgd
 from keras_dcp.attacks.blackbox import BlackBox, BudgetExceededError, QueryLog, QueryRecord
 from keras_dcp.attacks.evaluate import evaluate_clone
 from keras_dcp.attacks.generator import make_generator
 from keras_dcp.attacks.gradient_estimation import zeroth_order_gradient
+from keras_dcp.attacks.inversion import invert_deception
 from keras_dcp.attacks.registry import ATTACKS, attack_class, attack_names, build_attack, register_attack
 from keras_dcp.attacks.zeroth_order import ZerothOrderAttack
 
@@ -32,7 +34,10 @@ __all__ = [
     "BlackBox",
     "BudgetExceededError",
     "KnockoffNets",
+    "KnockoffNetsAware",
+    "KnockoffNetsInvert",
     "KnockoffNetsLabelOnly",
+    "KnockoffNetsSelective",
     "QueryLog",
     "QueryRecord",
     "QueryStore",
@@ -41,6 +46,7 @@ __all__ = [
     "attack_names",
     "build_attack",
     "evaluate_clone",
+    "invert_deception",
     "make_generator",
     "reference_sgd",
     "register_attack",

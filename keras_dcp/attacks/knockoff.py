@@ -26,7 +26,7 @@ from keras_dcp.attacks.base import (
 )
 from keras_dcp.attacks.blackbox import BlackBox
 from keras_dcp.attacks.registry import register_attack
-from keras_dcp.augment import random_crop_flip
+from keras_dcp.augment import AugmentedBatches
 from keras_dcp.validation import check_choice, check_int, check_positive
 
 _STRATEGIES = ("random", "adaptive")
@@ -110,26 +110,6 @@ class _RunningStats:
 
     def to_list(self):
         return [self.count, self.mean, self.m2]
-
-
-class _AugmentedBatches(keras.utils.PyDataset):
-    """Transfer-set batches with the reference train transform (:func:`keras_dcp.augment.random_crop_flip`)."""
-
-    def __init__(self, x, y, batch_size, seed, **kwargs):
-        super().__init__(**kwargs)
-        self.x, self.y, self.batch_size = x, y, batch_size
-        self._rng = np.random.default_rng(seed)
-        self._order = self._rng.permutation(len(x))
-
-    def __len__(self):
-        return math.ceil(len(self.x) / self.batch_size)
-
-    def __getitem__(self, index):
-        ids = self._order[index * self.batch_size : (index + 1) * self.batch_size]
-        return random_crop_flip(self.x[ids], self._rng, pad=4, flip=True), self.y[ids]
-
-    def on_epoch_end(self):
-        self._order = self._rng.permutation(len(self.x))
 
 
 @register_attack("knockoff")
@@ -330,8 +310,7 @@ class KnockoffNets(Attack):
         self.query_indices, self.answers = indices, answers
         self.queries_used = int(len(indices))
 
-        targets = soft_targets(answers) if self.labels == "soft" else hard_targets(answers)
-        self._train(clone, query_images[indices], targets, validation_data, callbacks, store)
+        self._learn(clone, query_images[indices], answers, validation_data, callbacks, store)
         return clone
 
     # -- sampling -------------------------------------------------------------
@@ -510,7 +489,16 @@ class KnockoffNets(Attack):
 
     # -- training -------------------------------------------------------------
 
-    def _train(self, clone, x, targets, validation_data, callbacks, store):
+    def _learn(self, clone, x, answers, validation_data, callbacks, store):
+        """Train ``clone`` on the transfer set ``(x, answers)``: the hook adaptive variants override.
+
+        KnockoffNets trains on the answers themselves (``labels="soft"``) or
+        on their argmax (``"hard"``).
+        """
+        targets = soft_targets(answers) if self.labels == "soft" else hard_targets(answers)
+        self._train(clone, x, targets, validation_data, callbacks, store)
+
+    def _train(self, clone, x, targets, validation_data, callbacks, store, loss=None, metrics=None):
         steps_per_epoch = math.ceil(len(x) / self.batch_size)
         with strategy_scope(self.distribute_strategy):
             clone.compile(
@@ -522,8 +510,8 @@ class KnockoffNets(Attack):
                     weight_decay=self.weight_decay,
                     schedule=self.lr_schedule,
                 ),
-                loss=keras.losses.CategoricalCrossentropy(),
-                metrics=[keras.metrics.CategoricalAccuracy(name="agreement")],
+                loss=loss or keras.losses.CategoricalCrossentropy(),
+                metrics=metrics if metrics is not None else [keras.metrics.CategoricalAccuracy(name="agreement")],
                 jit_compile=self.jit_compile,
                 steps_per_execution=self.steps_per_execution,
             )
@@ -544,7 +532,7 @@ class KnockoffNets(Attack):
                 y_val = np.eye(targets.shape[1], dtype="float32")[y_val]
             validation_data = (np.asarray(x_val, "float32"), y_val)
         if self.augment:
-            data = _AugmentedBatches(x, targets, self.batch_size, self.seed)
+            data = AugmentedBatches(x, targets, self.batch_size, self.seed)
             fit_args = dict(x=data)
         else:
             fit_args = dict(x=x, y=targets, batch_size=self.batch_size, shuffle=True)
