@@ -85,6 +85,28 @@ def make_attack(name, make_clone, epochs=10, batch_size=64, learning_rate=0.1, s
     )
 
 
+def recovery_report(attack: Any, victim: keras.Model, x_queries: np.ndarray | None, batch_size: int = 256) -> dict:
+    """For attacks that estimate the victim's posteriors (``attack.recovered``): how close they came.
+
+    ``recovered_l1`` is the mean ``||p_hat_i - f(q_i)||_1`` over the queried
+    images against the *undefended* victim's posteriors, beside
+    ``answers_l1``, the same for the answers themselves (what a thief that
+    does not invert trains on); ``resolved_fraction`` the share of answers
+    with an exact preimage. Empty for other attacks.
+    """
+    recovered = getattr(attack, "recovered", None)
+    if recovered is None or x_queries is None or getattr(attack, "query_indices", None) is None:
+        return {}
+    truth = predict_padded(victim, x_queries[attack.query_indices], batch_size)
+    report = {
+        "recovered_l1": float(np.abs(np.asarray(recovered) - truth).sum(axis=1).mean()),
+        "answers_l1": float(np.abs(np.asarray(attack.answers) - truth).sum(axis=1).mean()),
+    }
+    if getattr(attack, "resolved", None) is not None:
+        report["resolved_fraction"] = float(np.mean(attack.resolved))
+    return report
+
+
 def _default_make_clone(victim):
     """A fresh copy of the victim's architecture (new random weights): the paper's setting."""
 
@@ -278,6 +300,7 @@ def run_experiment(
                     "l1_distance": float(meter.l1_distance),
                     "perturbed_fraction": float(meter.perturbed_fraction),
                     "seconds": float(seconds),
+                    **recovery_report(attack, victim, x_queries, eval_batch_size),
                 }
             )
             if progress is not None:

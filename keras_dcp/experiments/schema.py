@@ -15,7 +15,10 @@ share of test images where clone and defended victim agree on top-1
 (``agreement_undefended``: with the undefended victim); ``l1_distance`` the
 mean ``||y' - y||_1`` between defended and undefended answers over the
 attacker's queries; ``perturbed_fraction`` the share of those answers the
-defense changed (some entry moved by more than ``1e-6``).
+defense changed (some entry moved by more than ``1e-6``). Optional per-run
+fields: ``recovered_l1``, ``answers_l1`` and ``resolved_fraction`` for attacks
+that estimate the victim's posteriors from the answers
+(:func:`keras_dcp.experiments.runner.recovery_report`).
 """
 
 from __future__ import annotations

@@ -32,7 +32,8 @@ and the detector uses ``clip(max y, 0, 1) = max clip(y, 0, 1)``.
 
 One module per family, all re-exported here: :mod:`~keras_dcp.ops.rows` (the
 shared conventions), :mod:`~keras_dcp.ops.deception` (DCP, reverse sigmoid),
-:mod:`~keras_dcp.ops.truncation` (rounding, top-1, top-k) and
+:mod:`~keras_dcp.ops.truncation` (rounding, top-1, top-k),
+:mod:`~keras_dcp.ops.keyed` (keyed DCP: secret per-input label moves) and
 :mod:`~keras_dcp.ops.edgetpu` (DCP from logits with Edge TPU ops).
 """
 
@@ -52,6 +53,7 @@ from keras_dcp.ops.edgetpu import (
     EDGETPU_RECIPROCAL_POINTS,
     deception_edgetpu,
 )
+from keras_dcp.ops.keyed import keyed_deception, keyed_uniforms, move_probability
 from keras_dcp.ops.rows import PROB_CEIL, PROB_FLOOR, SUM_TOLERANCE, first_argmax, sanitize
 from keras_dcp.ops.truncation import rounding, top_k, top_label
 
@@ -67,7 +69,10 @@ __all__ = [
     "detector",
     "first_argmax",
     "keep_top1",
+    "keyed_deception",
+    "keyed_uniforms",
     "limit_l1",
+    "move_probability",
     "noise_from_logit",
     "reverse_sigmoid",
     "reverse_sigmoid_noise",
