@@ -131,6 +131,25 @@ def defense_specs(args):
     return list(dict.fromkeys(specs + args.defense))
 
 
+def verdicts(results):
+    """One line per MAD/AM setting: is it dominated by a DCP setting (no less benign accuracy, no higher best response)?"""
+    dcp_best = [b for b in results["best_responses"] if b["defense"] == "dcp"]
+    lines = []
+    for entry in results["best_responses"]:
+        if entry["defense"] not in ("mad", "am"):
+            continue
+        dominating = [b for b in dcp_best if b["defender_accuracy"] >= entry["defender_accuracy"]
+                      and b["attacker_accuracy"] <= entry["attacker_accuracy"]]
+        verdict = "not dominated by any DCP setting run here"
+        if dominating:
+            shown = ", ".join(f"{k}={v}" for k, v in dominating[0]["params"].items() if v is not None)
+            verdict = f"dominated by dcp({shown})"
+        settings = ", ".join(f"{k}={v}" for k, v in entry["params"].items())
+        lines.append(f"{entry['defense']}({settings}): defender {entry['defender_accuracy']:.4f}, best response "
+                     f"{entry['attacker_accuracy']:.4f} ({entry['attack']}): {verdict}")
+    return lines
+
+
 def main(argv=None):
     args = parse_args(argv)
     import keras
@@ -175,17 +194,8 @@ def main(argv=None):
                       title=f"DCP vs MAD and AM: {results['victim']['architecture']} on CIFAR-10, "
                       f"budget {args.budget}, {args.epochs} clone epochs")
         print(f"plot: {args.plot}")
-    dcp_best = [b for b in results["best_responses"] if b["defense"] == "dcp"]
-    for entry in results["best_responses"]:
-        if entry["defense"] in ("mad", "am"):
-            comparable = [b for b in dcp_best if b["defender_accuracy"] >= entry["defender_accuracy"] - 1e-9]
-            verdict = ("no DCP setting here keeps as much benign accuracy" if not comparable else
-                       "lower than every DCP setting at least as accurate" if entry["attacker_accuracy"] <
-                       min(b["attacker_accuracy"] for b in comparable) else
-                       "not lower than DCP at the same or better benign accuracy")
-            print(f"{entry['defense']}({', '.join(f'{k}={v}' for k, v in entry['params'].items())}): "
-                  f"defender {entry['defender_accuracy']:.4f}, best response {entry['attacker_accuracy']:.4f} "
-                  f"({entry['attack']}): {verdict}")
+    for line in verdicts(results):
+        print(line)
     return 0
 
 

@@ -36,6 +36,7 @@ MODULES = [
     "keras_dcp.attacks.generator",
     "keras_dcp.attacks.gradient_estimation",
     "keras_dcp.data",
+    "keras_dcp.benchmarking",
 ]
 
 
