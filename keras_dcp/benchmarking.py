@@ -109,10 +109,14 @@ def keras_runner(model: Any, x: np.ndarray) -> Callable[[], Any]:
 
 def tflite_runner(content: bytes, x: np.ndarray, threads: int = 1) -> Callable[[], None]:
     """A zero-argument call of a float ``.tflite`` model with a fixed batch on ``x`` (LiteRT CompiledModel, CPU)."""
-    from ai_edge_litert.compiled_model import CompiledModel
-    from ai_edge_litert.environment import Environment, EnvironmentOptions
-    from ai_edge_litert.hardware_accelerator import HardwareAccelerator
-    from ai_edge_litert.options import CpuOptions, Options
+    try:
+        from ai_edge_litert.compiled_model import CompiledModel
+        from ai_edge_litert.environment import Environment, EnvironmentOptions
+        from ai_edge_litert.hardware_accelerator import HardwareAccelerator
+        from ai_edge_litert.options import CpuOptions, Options
+    except ImportError:  # ai-edge-litert 1.x has the Interpreter only
+        raise ValueError("The tflite runtime of bench model needs ai-edge-litert >= 2.0 (its CompiledModel API); "
+                         "pip install -U ai-edge-litert.") from None
 
     environment = Environment.create(options=EnvironmentOptions())
     options = Options(hardware_accelerators=HardwareAccelerator(HardwareAccelerator.CPU),
@@ -132,7 +136,10 @@ def litert_tool(path: str, threads: int = 1, runs: int = 50, warmup: int = 5) ->
     """LiteRT's ``benchmark_litert_model`` on a ``.tflite`` file (CPU): its median, p95 and mean in ms."""
     import argparse
 
-    from ai_edge_litert.tools import benchmark_litert_model as tool
+    try:
+        from ai_edge_litert.tools import benchmark_litert_model as tool
+    except ImportError:
+        raise ValueError("LiteRT's benchmark tool needs ai-edge-litert >= 2.0; or pass --no-litert-tool.") from None
 
     args = argparse.Namespace(
         model=path, signature="", use_cpu=True, no_cpu=False, use_gpu=False, use_npu=False,
