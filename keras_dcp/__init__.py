@@ -15,6 +15,8 @@ if _sys.argv and _os.path.basename(_sys.argv[0]) == "keras-dcp":
 
 from keras_dcp import ops
 from keras_dcp.defenses import (
+    MAD,
+    AdaptiveMisinformation,
     DeceptionLayer,
     EdgeTPUDeception,
     OutputDefense,
@@ -43,6 +45,8 @@ def __getattr__(name):
 
 
 __all__ = [
+    "MAD",
+    "AdaptiveMisinformation",
     "DeceptionLayer",
     "EdgeTPUDeception",
     "OutputDefense",

@@ -48,8 +48,8 @@ def load_keras_model(path: str | os.PathLike, what: str = "model", compile: bool
     Raises:
         ValueError: naming the file and what is wrong with it.
     """
-    import keras_dcp.defenses  # noqa: F401  (registers the defense layers for safe_mode loading)
-
+    # The defense layers are registered for safe_mode loading by importing keras_dcp itself
+    # (its __init__ imports keras_dcp.defenses), which importing this module already did.
     path = check_keras_file(path, what)
     try:
         return keras.saving.load_model(path, compile=compile, safe_mode=True)

@@ -2,74 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import keras
 
 from keras_dcp.defenses.base import OutputDefense
 from keras_dcp.defenses.deception import DeceptionLayer
+from keras_dcp.model_outputs import detect_output_kind, functional_inputs, logits_tensor
 
-_PROBABILITY_ACTIVATIONS = {"softmax"}
-_LOGIT_ACTIVATIONS = {"linear"}
-
-
-def _activation_name(layer):
-    if isinstance(layer, keras.layers.Softmax):
-        return "softmax"
-    activation = getattr(layer, "activation", None)
-    if activation is None:
-        return None
-    try:
-        name = keras.activations.serialize(activation)
-    except Exception:  # an arbitrary callable: we cannot tell
-        return None
-    if isinstance(name, dict):
-        name = name.get("config", name.get("class_name"))
-    return name if isinstance(name, str) else None
-
-
-def detect_output_kind(model: keras.Model) -> str | None:
-    """``"probabilities"``, ``"logits"`` or None (cannot tell) for ``model``'s last layer."""
-    layers = getattr(model, "layers", None)
-    if not layers:
-        return None
-    name = _activation_name(layers[-1])
-    if name in _PROBABILITY_ACTIVATIONS:
-        return "probabilities"
-    if name in _LOGIT_ACTIVATIONS:
-        return "logits"
-    return None
-
-
-def logits_tensor(model: keras.Model):
-    """The symbolic logits of a functional classifier that ends in a softmax: ``(inputs, logits)``.
-
-    Works for models ending in a ``Softmax`` layer (its input is the logits)
-    or in a ``Dense(..., activation="softmax")`` (rebuilt with a linear
-    activation and the same weights), and for models already ending in a
-    linear layer. ``inputs`` is the model's input structure. Raises ValueError
-    otherwise.
-    """
-    if not getattr(model, "inputs", None) or not getattr(model, "layers", None):
-        raise ValueError(f"Model {model.name!r} is not a built functional model; cannot find its logits.")
-    inputs = _functional_inputs(model)
-    last = model.layers[-1]
-    if isinstance(last, keras.layers.Softmax):
-        return inputs, last.input
-    if isinstance(last, keras.layers.Dense):
-        activation = _activation_name(last)
-        if activation == "softmax":
-            config = dict(last.get_config(), activation="linear", name=f"{last.name}_logits")
-            head = keras.layers.Dense.from_config(config)
-            logits = head(last.input)
-            head.set_weights(last.get_weights())
-            return inputs, logits
-        if activation == "linear":
-            return inputs, last.output
-    raise ValueError(
-        f"Cannot find the logits of model {model.name!r} (last layer {last.name!r} of type "
-        f"{type(last).__name__}); end it in a Softmax layer or a Dense layer with softmax."
-    )
+#: Re-exported here, where they were first defined.
+__all__ = ["detect_output_kind", "logits_tensor", "protect"]
 
 
 def _copy_model(model):
@@ -95,7 +35,11 @@ def protect(
     ``protected(x) = defense(softmax(model(x)))`` when the model ends in logits,
     ``defense(model(x))`` when it ends in a softmax; a defense that takes
     logits (``defense.input_kind == "logits"``, e.g. the Edge TPU formulation)
-    is wired on the model's logits instead. The user's model is never
+    is wired on the model's logits instead, and one that also looks at the
+    query (``defense.needs_inputs``, e.g. :class:`~keras_dcp.MAD`) gets
+    ``defense([probabilities, x])``. ``defense.bind(model)`` is called first:
+    a defense whose second model was not given builds its default from
+    ``model`` there (MAD: the same architecture with fresh weights). The user's model is never
     modified: Sequential and functional models are cloned with their weights;
     subclassed models are wrapped (the protected model then shares their
     variables). The protected model takes its inputs exactly as the original
@@ -160,14 +104,24 @@ def protect(
             inputs, outputs = logits_tensor(copy)
     elif from_logits:
         outputs = keras.layers.Softmax(name="probabilities")(outputs)
-    outputs = defense(outputs)
+    defense.bind(model)
+    if defense.needs_inputs:
+        queries = keras.tree.flatten(inputs)
+        if len(queries) != 1:
+            raise ValueError(
+                f"{type(defense).__name__} runs a second model on the query and supports single-input "
+                f"models; {model.name!r} has {len(queries)} inputs."
+            )
+        outputs = defense([outputs, queries[0]])
+    else:
+        outputs = defense(outputs)
     return keras.Model(inputs, outputs, name=name or f"{model.name}_protected")
 
 
 def _symbolic_graph(model, copy, input_shape):
     """``(inputs, output)`` of the copy as one flat functional graph, inputs structured as the original's."""
-    functional_inputs = _functional_inputs(copy) if copy is not model else None
-    if isinstance(copy, keras.Sequential) and functional_inputs is not None:
+    graph_inputs = functional_inputs(copy) if copy is not model else None
+    if isinstance(copy, keras.Sequential) and graph_inputs is not None:
         # Rebuild the Sequential model as a flat graph of fresh layers (each
         # called once, so `layer.input`/`layer.output` stay in this graph) on
         # an input named like the original's, so the exported signature keeps
@@ -180,11 +134,11 @@ def _symbolic_graph(model, copy, input_shape):
             outputs = fresh(outputs)
             fresh.set_weights(layer.get_weights())
         return inputs, outputs
-    if functional_inputs is not None:
+    if graph_inputs is not None:
         outputs = copy.outputs
         if len(outputs) != 1:
             raise ValueError(f"protect() needs a single-output model; {model.name!r} has {len(outputs)}.")
-        return functional_inputs, outputs[0]
+        return graph_inputs, outputs[0]
     shape = tuple(input_shape) if input_shape is not None else _known_input_shape(model)
     if shape is None:
         raise ValueError(
@@ -193,20 +147,6 @@ def _symbolic_graph(model, copy, input_shape):
         )
     inputs = keras.Input(shape=shape, name="image")
     return inputs, copy(inputs)
-
-
-def _functional_inputs(model: Any):
-    """The model's symbolic inputs in the structure it was built with (tensor, list or dict), or None."""
-    try:
-        inputs = model.inputs
-    except (AttributeError, ValueError):
-        return None
-    if not inputs:
-        return None
-    try:
-        return model.input  # functional models: the structure they were built with
-    except (AttributeError, ValueError):  # a Sequential model: its one input tensor
-        return inputs[0] if len(inputs) == 1 else list(inputs)
 
 
 def _known_input_shape(model):

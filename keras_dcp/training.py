@@ -207,7 +207,22 @@ def train_classifier(
     Raises:
         ValueError: for mismatched or malformed inputs.
     """
+    return _fit(
+        model, x, y, keras.losses.SparseCategoricalCrossentropy(from_logits=False), epochs, batch_size,
+        learning_rate, augment, strategy, checkpoint_dir, validation_data, seed, verbose, flip, weight_decay,
+        momentum,
+    )
+
+
+def _fit(model, x, y, loss, epochs, batch_size, learning_rate, augment, strategy, checkpoint_dir,
+         validation_data, seed, verbose, flip, weight_decay, momentum):
+    """The training loop :func:`train_classifier` and :func:`train_misinformation` share."""
     x, y = _check_inputs(x, y, epochs, batch_size, learning_rate)
+    if not model.trainable_weights:
+        raise ValueError(
+            f"Model {model.name!r} has no trainable weights (trainable=False, e.g. frozen inside a defense "
+            "layer): set model.trainable = True before training it."
+        )
     num_classes = model.output_shape[-1]
     if y.min() < 0 or y.max() >= num_classes:
         raise ValueError(f"Labels must be in [0, {num_classes}) for this model; got range [{y.min()}, {y.max()}].")
@@ -219,9 +234,9 @@ def train_classifier(
         with strategy.scope():
             trained = keras.models.clone_model(model)
             trained.set_weights(model.get_weights())
-            _compile(trained, learning_rate, epochs * steps_per_epoch, momentum, weight_decay)
+            _compile(trained, loss, learning_rate, epochs * steps_per_epoch, momentum, weight_decay)
     else:
-        _compile(trained, learning_rate, epochs * steps_per_epoch, momentum, weight_decay)
+        _compile(trained, loss, learning_rate, epochs * steps_per_epoch, momentum, weight_decay)
 
     initial_epoch = 0
     callbacks = []
@@ -250,11 +265,70 @@ def train_classifier(
     return history
 
 
-def _compile(model, learning_rate, total_steps, momentum, weight_decay):
+def _compile(model, loss, learning_rate, total_steps, momentum, weight_decay):
     model.compile(
         optimizer=make_optimizer(learning_rate, total_steps, momentum=momentum, weight_decay=weight_decay),
-        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=False),
+        loss=loss,
         metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
+    )
+
+
+@keras.saving.register_keras_serializable(package="keras_dcp")
+def misinformation_loss(y_true, y_pred):
+    """Adaptive Misinformation's loss: ``-log(1 - f^(x)_y + 1e-7)`` per row (``y_pred`` probabilities).
+
+    Minimal where the model puts no mass on the true class. The authors' code
+    writes it as the cross-entropy of ``log(1 - f^(x) + 1e-7)``, which adds
+    the constant ``log sum_k (1 - f^(x)_k)`` (about ``log(K - 1)``): the same gradient.
+    """
+    probabilities = keras.ops.cast(y_pred, "float32")
+    labels = keras.ops.cast(keras.ops.reshape(y_true, (-1,)), "int32")
+    p_true = keras.ops.sum(probabilities * keras.ops.one_hot(labels, probabilities.shape[-1]), axis=-1)
+    return -keras.ops.log(keras.ops.maximum(1.0 - p_true + 1e-7, 1e-7))
+
+
+def train_misinformation(
+    model,
+    x,
+    y,
+    epochs,
+    batch_size=128,
+    learning_rate=0.1,
+    augment=True,
+    strategy=None,
+    checkpoint_dir=None,
+    validation_data=None,
+    seed=0,
+    verbose=1,
+    flip=True,
+    weight_decay=5e-4,
+    momentum=0.9,
+):
+    """Train Adaptive Misinformation's ``f^`` in place: put little mass on the true class.
+
+    Minimises the mean of :func:`misinformation_loss`,
+    ``-log(1 - f^(x_i)_{y_i})``, over the defender's labelled images, with the
+    same optimizer, schedule, augmentation and checkpointing as
+    :func:`train_classifier` (same arguments). Pass the victim's training
+    images and labels; the authors also add out-of-distribution images
+    labelled with the victim's top class (outlier exposure): concatenate them
+    to ``x``, ``y``. The history's ``accuracy`` is ``mean [argmax f^(x) = y]``,
+    which training drives toward 0. Use the result with
+    :class:`keras_dcp.AdaptiveMisinformation`.
+
+    Args:
+        model: ``f^``, a ``keras.Model`` with probabilities out, typically the
+            victim's architecture with fresh weights
+            (``keras.models.clone_model(victim)``). It is compiled here.
+        x, y: images ``(n, H, W, C)`` (uint8 or float ``[0, 1]``) and int labels ``(n,)``.
+        epochs ...: as :func:`train_classifier`.
+
+    Returns:
+        The per-epoch metrics of this call (``History.history``).
+    """
+    return _fit(
+        model, x, y, misinformation_loss, epochs, batch_size, learning_rate, augment, strategy,
+        checkpoint_dir, validation_data, seed, verbose, flip, weight_decay, momentum,
     )
 
 
@@ -264,4 +338,13 @@ def accuracy(model, x, y, batch_size=256):
     return float(np.mean(np.argmax(probabilities, axis=-1) == np.asarray(y).reshape(-1)))
 
 
-__all__ = ["AugmentedImages", "accuracy", "augment_batch", "make_optimizer", "to_float_images", "train_classifier"]
+__all__ = [
+    "AugmentedImages",
+    "accuracy",
+    "augment_batch",
+    "make_optimizer",
+    "misinformation_loss",
+    "to_float_images",
+    "train_classifier",
+    "train_misinformation",
+]

@@ -40,6 +40,13 @@ def files(tmp_path_factory):
         for name, data in members.items():
             archive.writestr(name, json.dumps(config) if name == "config.json" else data)
 
+    _testing.make_mlp((8, 8, 1), 5, hidden=8).save(root / "five_classes.keras")
+    _testing.make_mlp((4, 4, 1), 3, hidden=8).save(root / "other_input.keras")
+    import keras_dcp
+
+    keras_dcp.protect(_testing.make_mlp((8, 8, 1), 3, hidden=8),
+                      keras_dcp.MAD(eps=0.5, objective="jacobian")).save(root / "mad_jacobian.keras")
+
     from keras_dcp.tflite import export_tflite
 
     tflite = export_tflite(_testing.make_mlp((8, 8, 1), 3, hidden=8))
@@ -112,6 +119,29 @@ def _cases(r):
         "demo --plot existing": ["demo", "--plot", str(r / "existing.keras")],
         "bench --json existing": ["bench", "layer", "--json", str(r / "existing.keras")],
         "bench --seconds 0": ["bench", "layer", "--seconds", "0"],
+        "protect mad surrogate missing": protect + ["-o", str(r / "o3.keras"), "--defense",
+                                                    f"mad:eps=0.5,surrogate={r / 'missing.keras'}"],
+        "protect mad surrogate corrupt": protect + ["-o", str(r / "o3.keras"), "--defense",
+                                                    f"mad:surrogate={r / 'corrupt.keras'}"],
+        "protect mad surrogate other classes": protect + ["-o", str(r / "o3.keras"), "--defense",
+                                                          f"mad:surrogate={r / 'five_classes.keras'}"],
+        "protect mad surrogate other input": protect + ["-o", str(r / "o3.keras"), "--defense",
+                                                        f"mad:surrogate={r / 'other_input.keras'}"],
+        "protect mad negative eps": protect + ["-o", str(r / "o3.keras"), "--defense", "mad:eps=-1"],
+        "protect mad unknown objective": protect + ["-o", str(r / "o3.keras"), "--defense", "mad:objective=hessian"],
+        "protect mad with --beta": protect + ["-o", str(r / "o3.keras"), "--defense", "mad", "--beta", "0.5"],
+        "protect am model a directory": protect + ["-o", str(r / "o3.keras"), "--defense", f"am:model={r / 'adir'}"],
+        "protect am tau 0": protect + ["-o", str(r / "o3.keras"), "--defense", "am:tau=0"],
+        "protect am surrogate argument": protect + ["-o", str(r / "o3.keras"), "--defense", "am:surrogate=x.keras"],
+        "export mad jacobian": ["export", str(r / "mad_jacobian.keras"), "-o", str(r / "o.tflite")],
+        "bench model without --model": ["bench", "model"],
+        "bench model corrupt": ["bench", "model", "--model", str(r / "corrupt.keras")],
+        "bench model unknown defense": ["bench", "model", "--model", v, "--defense", "magic"],
+        "bench model --rounds 0": ["bench", "model", "--model", v, "--rounds", "0"],
+        "bench model --batch 0": ["bench", "model", "--model", v, "--batch", "0"],
+        "bench model --seconds": ["bench", "model", "--model", v, "--seconds", "1"],
+        "bench model --json existing": ["bench", "model", "--model", v, "--json", str(r / "existing.keras")],
+        "bench layer --model": ["bench", "layer", "--model", v],
     }
 
 

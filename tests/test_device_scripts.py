@@ -25,13 +25,17 @@ if args[:2] == ["-s", "SERIAL1"]:
     args = args[2:]
 if args[:1] == ["shell"] and "getprop" in args:
     print("Pixel 7")
-elif args[:1] == ["shell"] and args[1].endswith("benchmark_model"):
+elif args[:1] == ["shell"] and os.path.basename(args[1]).startswith("benchmark"):
     graph = [a for a in args if a.startswith("--graph=")][0]
     if "--use_gpu=true" in args:
         print("ERROR: GPU delegate failed to initialize", file=sys.stderr); sys.exit(1)
     avg = 1010.0 if "protected" in graph else 1000.0
     if "--num_threads=4" in args:
         avg /= 3
+    if args[1].endswith("benchmark_litert_model"):  # LiteRT's tool, answering in ms
+        print("Model initialization:  3.10 ms\nInference (avg):       %.3f ms (100 runs)" % (avg / 1000))
+        print("Inference (median):    %.3f ms" % (avg / 1000))
+        sys.exit(0)
     print("STARTING!\nLog parameter values verbosely: [0]\nGraph: [" + graph[8:] + "]\nLoaded model " + graph[8:])
     print("The input model file size (MB): 0.3\nInitialized session in 12.5ms.")
     print("Running benchmark for at least 10 iterations and at least 0.5 seconds but terminate if exceeding 150 seconds.")
@@ -132,6 +136,36 @@ def test_android_script_pushes_runs_every_setting_and_writes_json(fakes):
                            "--num_threads=1", "--use_xnnpack=false"]
     assert runs[1][1].endswith("protected.tflite")  # interleaved
     assert any("--use_nnapi=true" in r for r in runs) and any("--use_gpu=true" in r for r in runs)
+
+
+def test_android_script_drives_benchmark_litert_model(fakes):
+    tmp, env, log = fakes
+    out = tmp / "litert.json"
+    tool = tmp / "benchmark_model"
+    tool.write_bytes(b"ELF")
+    result = subprocess.run(
+        [sys.executable, os.path.join(ROOT, "tflite", "android", "benchmark_android.py"), "--tool", "litert",
+         "--bare", str(tmp / "bare.tflite"), "--protected", str(tmp / "protected.tflite"),
+         "--benchmark-binary", str(tool), "--repeats", "2", "-o", str(out)],
+        env=env, capture_output=True, text=True, timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    report = json.loads(out.read_text())
+    assert report["tool"] == "litert" and set(report["settings"]) == set(benchmark_android.LITERT_SETTINGS)
+    cpu = report["settings"]["cpu_1thread"]
+    assert cpu["bare_us"] == pytest.approx(1000.0) and cpu["ratio"] == pytest.approx(1.01)
+    assert "errors" in report["settings"]["gpu"]
+    recorded = calls(log)
+    assert ["push", str(tool), "/data/local/tmp/keras_dcp/benchmark_litert_model"] in [c[0:] for c in recorded]
+    runs = [c[1:] for c in recorded if c[0] == "shell" and c[1].endswith("benchmark_litert_model")]
+    assert len(runs) == 4 * 2 * 2
+    assert runs[0][1:] == ["--graph=/data/local/tmp/keras_dcp/bare.tflite", "--num_runs=100", "--warmup_runs=10",
+                           "--num_threads=1"]
+    assert any("--use_npu=true" in r for r in runs)
+
+
+def test_parse_litert_python_mirror_output_in_ms():
+    assert benchmark_android.parse_average_us("Inference (avg):       0.40 ms (50 runs)") == pytest.approx(400.0)
 
 
 def test_android_unknown_setting_is_an_error(fakes):

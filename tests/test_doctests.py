@@ -12,10 +12,14 @@ MODULES = [
     "keras_dcp.ops.deception",
     "keras_dcp.ops.truncation",
     "keras_dcp.ops.edgetpu",
+    "keras_dcp.ops.mad",
+    "keras_dcp.ops.misinformation",
     "keras_dcp.defenses",
     "keras_dcp.defenses.base",
     "keras_dcp.defenses.deception",
     "keras_dcp.defenses.edgetpu",
+    "keras_dcp.defenses.mad",
+    "keras_dcp.defenses.misinformation",
     "keras_dcp.defenses.registry",
     "keras_dcp.defenses.reverse_sigmoid",
     "keras_dcp.defenses.rounding",
@@ -32,6 +36,7 @@ MODULES = [
     "keras_dcp.attacks.generator",
     "keras_dcp.attacks.gradient_estimation",
     "keras_dcp.data",
+    "keras_dcp.benchmarking",
 ]
 
 
@@ -44,6 +49,7 @@ def test_docstring_examples_run(name):
 
 def test_the_math_modules_have_examples():
     finder = doctest.DocTestFinder()
-    for name in ("keras_dcp.ops.deception", "keras_dcp.ops.truncation", "keras_dcp.defenses.deception"):
+    for name in ("keras_dcp.ops.deception", "keras_dcp.ops.truncation", "keras_dcp.defenses.deception",
+                 "keras_dcp.ops.mad"):
         examples = sum(len(test.examples) for test in finder.find(importlib.import_module(name)))
         assert examples >= 3, name

@@ -149,7 +149,10 @@ def test_every_defense_layer_is_registered_with_its_params():
         for sub in todo.pop().__subclasses__():
             subclasses.add(sub)
             todo.append(sub)
-    package_defenses = {cls for cls in subclasses if cls.__module__.startswith("keras_dcp.")}
+    # Concrete defenses (abstract bases such as SecondModelDefense implement no `defend`).
+    package_defenses = {cls for cls in subclasses
+                        if cls.__module__.startswith("keras_dcp.") and cls.defend is not OutputDefense.defend}
+    assert keras_dcp.MAD in package_defenses and keras_dcp.defenses.SecondModelDefense not in package_defenses
     assert package_defenses <= set(DEFENSES.values())
     for name, cls in DEFENSES.items():
         signature = inspect.signature(cls.__init__).parameters

@@ -72,6 +72,21 @@ def test_float_export_matches_keras_and_writes_file(protected, images, tmp_path)
     np.testing.assert_allclose(predict(content, images), protected.predict(images, verbose=0), atol=1e-5)
 
 
+def test_fixed_batch_export(protected, images):
+    from ai_edge_litert.interpreter import Interpreter
+
+    interpreter = Interpreter(model_content=export_tflite(protected, None, batch_size=4))
+    detail = interpreter.get_input_details()[0]
+    assert detail["shape"].tolist() == [4, 8, 8, 3] and detail["shape_signature"].tolist() == [4, 8, 8, 3]
+    interpreter.allocate_tensors()
+    interpreter.set_tensor(detail["index"], images[:4])
+    interpreter.invoke()
+    out = interpreter.get_tensor(interpreter.get_output_details()[0]["index"])
+    np.testing.assert_allclose(out, protected.predict(images[:4], verbose=0), atol=1e-5)
+    with pytest.raises(ValueError, match="batch_size"):
+        export_tflite(protected, None, batch_size=0)
+
+
 @pytest.mark.parametrize("mode, atol", [("fp16", 0.05), ("dynamic", 0.2)])
 def test_fp16_and_dynamic_stay_close_and_keep_float_io(protected, images, mode, atol):
     content = export_tflite(protected, None, quantize=mode)

@@ -14,7 +14,9 @@ def add_parser(subparsers, command):
     )
     parser.add_argument("model", help="a .keras model file")
     parser.add_argument("-o", "--output", required=True, help="where to save the protected model")
-    parser.add_argument("--defense", default="dcp", help="defense spec, e.g. dcp, rs:beta=1,gamma=0.2 (default dcp)")
+    parser.add_argument("--defense", default="dcp",
+                        help="defense spec, e.g. dcp, rs:beta=1,gamma=0.2, mad:eps=0.5[,preserve_top1=true]"
+                        "[,surrogate=S.keras], am:tau=0.5,model=F.keras (default dcp)")
     parser.add_argument("--beta", type=float, help="noise amplitude (DCP and rs)")
     parser.add_argument("--gamma", type=float, help="noise sharpness (DCP and rs)")
     parser.add_argument("--tau", type=float, help="DCP detector threshold in (0, 1]; default: beta")
@@ -60,7 +62,9 @@ def run(args):
         check_output_dir(args.output, args.overwrite)
     defense = defense_from_args(args)
     if defense is None:
-        raise ValueError("--defense none protects nothing; choose dcp, rs, rounding, toplabel or topk.")
+        from keras_dcp.defenses.registry import defense_names
+
+        raise ValueError(f"--defense none protects nothing; choose from {', '.join(defense_names()[1:])}.")
     model = load_keras_model(args.model)
     protected = protect(model, defense, from_logits=args.from_logits)
     with atomic_output(args.output, directory=not as_keras) as temporary:

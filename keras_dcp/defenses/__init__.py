@@ -2,12 +2,14 @@
 
 >>> import keras_dcp
 >>> keras_dcp.defenses.defense_names()
-['none', 'dcp', 'dcp-edgetpu', 'rs', 'rounding', 'topk', 'toplabel']
+['none', 'dcp', 'dcp-edgetpu', 'mad', 'am', 'rs', 'rounding', 'topk', 'toplabel']
 """
 
 from keras_dcp.defenses.base import OutputDefense
 from keras_dcp.defenses.deception import DeceptionLayer
 from keras_dcp.defenses.edgetpu import EdgeTPUDeception
+from keras_dcp.defenses.mad import MAD
+from keras_dcp.defenses.misinformation import AdaptiveMisinformation
 from keras_dcp.defenses.registry import (
     DEFENSES,
     build_defense,
@@ -20,16 +22,20 @@ from keras_dcp.defenses.registry import (
 )
 from keras_dcp.defenses.reverse_sigmoid import ReverseSigmoid
 from keras_dcp.defenses.rounding import Rounding
+from keras_dcp.defenses.second_model import SecondModelDefense
 from keras_dcp.defenses.top_k import TopK
 from keras_dcp.defenses.top_label import TopLabel
 
 __all__ = [
+    "AdaptiveMisinformation",
     "DEFENSES",
     "DeceptionLayer",
     "EdgeTPUDeception",
+    "MAD",
     "OutputDefense",
     "ReverseSigmoid",
     "Rounding",
+    "SecondModelDefense",
     "TopK",
     "TopLabel",
     "build_defense",

@@ -33,17 +33,55 @@ class OutputDefense(keras.layers.Layer):
         input_kind: ``"probabilities"`` (after the softmax, the default) or
             ``"logits"`` (before it; :func:`keras_dcp.protect` wires the layer
             on the model's logits).
+        needs_inputs: False (the default) for a defense of the probabilities
+            alone; True for one that also looks at the query (it runs a second
+            model on it, e.g. :class:`keras_dcp.MAD`). Such a layer is called
+            on ``[probabilities, inputs]`` and :func:`keras_dcp.protect` wires
+            it so (single-input models).
+
+    Hooks :func:`keras_dcp.protect` calls: :meth:`bind` (before wiring), and
+    the property :attr:`tflite_exportable` that the exporters read.
     """
 
     params: ClassVar[tuple[str, ...]] = ()
     input_kind: ClassVar[str] = "probabilities"
+    needs_inputs: ClassVar[bool] = False
 
     def __init__(self, **kwargs: Any):
         kwargs.setdefault("autocast", False)
         super().__init__(**kwargs)
         self.supports_masking = True
 
+    def bind(self, model: keras.Model) -> None:
+        """Called by :func:`keras_dcp.protect` with the user's model before wiring; nothing by default.
+
+        A defense whose second model was not given builds its documented
+        default from the protected model here.
+        """
+
+    @property
+    def tflite_exportable(self) -> bool:
+        """Whether the layer converts to TFLite builtins (:func:`keras_dcp.export_tflite` refuses it otherwise)."""
+        return True
+
     def build(self, input_shape):
+        if self.needs_inputs:
+            if not (isinstance(input_shape, (list, tuple)) and len(input_shape) == 2
+                    and all(isinstance(s, (list, tuple)) for s in input_shape)):
+                raise ValueError(
+                    f"{type(self).__name__} looks at the query too: call it on [probabilities, inputs] "
+                    f"(keras_dcp.protect does); got an input of shape {input_shape}."
+                )
+            self._check_probability_shape(input_shape[0])
+            self.build_inputs(tuple(input_shape[0]), tuple(input_shape[1]))
+        else:
+            self._check_probability_shape(input_shape)
+        super().build(input_shape)
+
+    def build_inputs(self, probability_shape, input_shape) -> None:
+        """For ``needs_inputs`` defenses: check the query's shape against the second model."""
+
+    def _check_probability_shape(self, input_shape):
         if len(input_shape) != 2:
             raise ValueError(
                 f"{type(self).__name__} expects {self.input_kind} of shape "
@@ -55,19 +93,31 @@ class OutputDefense(keras.layers.Layer):
                 f"{type(self).__name__} needs a known number of classes >= 2; "
                 f"got input shape {tuple(input_shape)}."
             )
-        super().build(input_shape)
 
     def call(self, inputs, training=None):
+        if self.needs_inputs:
+            y, x = inputs
+            y = as_probabilities(y)
+            if training or is_empty(y):
+                return y
+            return self.defend(y, x)
         inputs = as_probabilities(inputs)
         if training or is_empty(inputs):
             return inputs
         return self.defend(inputs)
 
-    def defend(self, y):
+    def defend(self, y, *inputs):
+        """The defended probabilities of ``y`` (and, for ``needs_inputs`` defenses, the query ``inputs[0]``)."""
         raise NotImplementedError
 
     def compute_output_shape(self, input_shape):
-        return input_shape
+        return input_shape[0] if self.needs_inputs else input_shape
+
+    def compute_output_spec(self, inputs, training=None):
+        if self.needs_inputs:  # the probabilities' spec; the second model is not traced symbolically
+            y = inputs[0]
+            return keras.KerasTensor(y.shape, dtype=y.dtype)
+        return super().compute_output_spec(inputs, training=training)
 
     def get_config(self):
         config = super().get_config()

@@ -84,10 +84,26 @@ def _check_params(name: str, params: dict[str, Any]) -> None:
             raise ValueError("Defense 'none' takes no arguments.")
         return
     cls = defense_class(name)
-    unknown = sorted(set(params) - set(cls.params))
+    accepted = spec_arguments(cls)
+    unknown = sorted(set(params) - set(accepted))
     if unknown:
-        valid = ", ".join(cls.params) or "none"
+        valid = ", ".join(accepted) or "none"
         raise ValueError(f"Unknown argument(s) {', '.join(unknown)} for defense {name!r}; valid: {valid}.")
+
+
+def spec_arguments(cls: type) -> tuple[str, ...]:
+    """The arguments a spec may give ``cls``: its ``params`` and the named arguments of its ``from_params``.
+
+    ``from_params`` may take arguments that are not part of the config, such
+    as a path to a second model (``am:tau=0.5,model=f_hat.keras``).
+    """
+    extra = []
+    factory = getattr(cls, "from_params", None)
+    if factory is not None:
+        for parameter in inspect.signature(factory).parameters.values():
+            if parameter.kind in (parameter.POSITIONAL_OR_KEYWORD, parameter.KEYWORD_ONLY):
+                extra.append(parameter.name)
+    return tuple(dict.fromkeys([*cls.params, *extra]))
 
 
 def build_defense(name: str, **params: Any):
@@ -131,4 +147,5 @@ __all__ = [
     "describe",
     "parse_spec",
     "register_defense",
+    "spec_arguments",
 ]

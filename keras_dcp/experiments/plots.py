@@ -80,7 +80,7 @@ def plot_tradeoff(results, path, title=None):
             for b in own_best:
                 if b["defense"] != "none":
                     axis.annotate(
-                        setting_label(b["defense"], b["params"]).replace(defense, "", 1).strip("()"),
+                        setting_label(b["defense"], b["params"]).replace(defense, "", 1).strip("()") or "default",
                         (b[x_key], b["attacker_accuracy"]), fontsize=6, alpha=0.7,
                         textcoords="offset points", xytext=(3, 3),
                     )

@@ -15,6 +15,8 @@ DEFAULT_GRIDS = {
     "rounding": "rounding:decimals=3/2/1",
     "topk": "topk:k=3/2/1",
     "toplabel": "toplabel",
+    # MAD's l1 budgets (default surrogate). AM has no default grid: it needs model=PATH.
+    "mad": "mad:eps=0.25/0.5/1.0/2.0",
 }
 
 

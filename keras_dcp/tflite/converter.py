@@ -49,11 +49,17 @@ def is_tf_keras_model(model: Any) -> bool:
 
 
 @contextlib.contextmanager
-def converter_for(model: Any):
-    """A ``tf.lite.TFLiteConverter`` for a Keras 3 or tf_keras model (temp dir cleaned after)."""
+def converter_for(model: Any, batch_size: int | None = None):
+    """A ``tf.lite.TFLiteConverter`` for a Keras 3 or tf_keras model (temp dir cleaned after).
+
+    ``batch_size`` fixes the batch dimension of a Keras 3 model's input
+    (default: dynamic, ``1`` until resized).
+    """
     import tensorflow as tf
 
     if is_tf_keras_model(model):
+        if batch_size is not None:
+            raise ValueError("batch_size is not supported for tf_keras (QAT) models; resize the interpreter instead.")
         yield tf.lite.TFLiteConverter.from_keras_model(model)
         return
     import keras
@@ -63,8 +69,15 @@ def converter_for(model: Any):
     with tempfile.TemporaryDirectory(prefix="keras_dcp_export_") as directory:
         # Keras 3 -> SavedModel -> converter: the path TensorFlow documents for
         # Keras 3, and it prints nothing with verbose=False.
+        signature = None
+        if batch_size is not None:
+            shape = getattr(model, "input_shape", None)
+            if not isinstance(shape, tuple) or not shape or isinstance(shape[0], (tuple, list)):
+                raise ValueError("batch_size needs a model with one input of known shape.")
+            dtype = model.inputs[0].dtype if getattr(model, "inputs", None) else "float32"
+            signature = [keras.InputSpec(shape=(batch_size, *shape[1:]), dtype=dtype)]
         with contextlib.redirect_stdout(io.StringIO()):
-            model.export(directory, format="tf_saved_model", verbose=False)
+            model.export(directory, format="tf_saved_model", verbose=False, input_signature=signature)
         yield tf.lite.TFLiteConverter.from_saved_model(directory)
 
 

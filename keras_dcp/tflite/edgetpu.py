@@ -14,7 +14,8 @@ import keras
 
 from keras_dcp.defenses.deception import DeceptionLayer
 from keras_dcp.defenses.edgetpu import EdgeTPUDeception
-from keras_dcp.protect import logits_tensor, protect
+from keras_dcp.model_outputs import logits_tensor
+from keras_dcp.protect import protect
 
 
 def protect_for_edgetpu(

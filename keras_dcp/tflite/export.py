@@ -52,6 +52,20 @@ TAILS = ("float", "int8")
 IO_TYPES = ("int8", "float")
 
 
+def check_tflite_exportable(model: Any) -> None:
+    """A ValueError naming the first defense layer of ``model`` that has no TFLite form (e.g. ``MAD(objective="jacobian")``)."""
+    todo = list(getattr(model, "layers", []))
+    while todo:
+        layer = todo.pop(0)
+        if getattr(layer, "tflite_exportable", True) is False:
+            raise ValueError(
+                f"Layer {layer.name!r} ({type(layer).__name__}) cannot be exported to TFLite: it runs autodiff "
+                "per query (objective='jacobian'), and gradient ops are not TFLite builtins. Use "
+                "objective='closed_form', which gives the same answers."
+            )
+        todo.extend(getattr(layer, "layers", []))
+
+
 def check_representative(model: Any, representative: Any) -> None:
     """A ValueError unless ``representative`` is a non-empty array of ``model``'s input shape."""
     data = np.asarray(representative)
@@ -110,6 +124,7 @@ def convert(
     io_type: str = "int8",
     tail: str = "float",
     num_calibration: int = DEFAULT_CALIBRATION_SAMPLES,
+    batch_size: int | None = None,
 ) -> bytes:
     """The ``.tflite`` bytes of ``model``; see :func:`export_tflite` for the arguments."""
     import tensorflow as tf
@@ -118,8 +133,12 @@ def convert(
     check_choice("io_type", io_type, IO_TYPES)
     check_choice("tail", tail, TAILS)
     num_calibration = check_int("num_calibration", num_calibration, minimum=1)
+    check_tflite_exportable(model)
+    batch_size = check_int("batch_size", batch_size, minimum=1, allow_none=True)
     tf_keras_split = quantize == "int8" and tail == "float" and is_tf_keras_model(model)
     if tf_keras_split:
+        if batch_size is not None:
+            raise ValueError("batch_size is not supported for QAT (tf_keras) models.")
         from keras_dcp.qat.export import convert_qat  # tf_keras and tfmot: the `qat` extra
 
         return convert_qat(model, representative, io_type, num_calibration)
@@ -131,7 +150,7 @@ def convert(
         )
     if representative is not None and quantize == "int8" and not callable(representative):
         check_representative(model, representative)
-    with converter_for(model) as converter:
+    with converter_for(model, batch_size) as converter:
         if quantize == "fp16":
             converter.optimizations = [tf.lite.Optimize.DEFAULT]
             converter.target_spec.supported_types = [tf.float16]
@@ -161,6 +180,7 @@ def export_tflite(
     tail: str = "float",
     num_calibration: int = DEFAULT_CALIBRATION_SAMPLES,
     training_images: Any = None,
+    batch_size: int | None = None,
 ) -> bytes:
     """Convert a Keras model to TFLite, quantized or not, and save it.
 
@@ -188,12 +208,16 @@ def export_tflite(
             ranges calibrated on ``representative`` if given, else on these
             images), so the int8 answers match the float model the user
             tested; needs the ``qat`` extra. ``tail="float"`` only.
+        batch_size: a fixed batch size for the input (Keras 3 models), for
+            runtimes and benchmark tools that want static shapes; default
+            None: a dynamic batch (1 until the interpreter is resized).
 
     Returns:
         The ``.tflite`` model as bytes.
 
     Raises:
-        ValueError: for an unknown mode, or ``"int8"`` without ``representative``.
+        ValueError: for an unknown mode, ``"int8"`` without ``representative``,
+            or a model with a layer that has no TFLite form (``MAD(objective="jacobian")``).
     """
     if training_images is not None:
         if quantize != "int8" or tail != "float" or is_tf_keras_model(model):
@@ -205,7 +229,7 @@ def export_tflite(
 
         content, _ = faithful_int8(model, training_images, io_type=io_type, calibration=representative, verbose=0)
     else:
-        content = convert(model, quantize, representative, io_type, tail, num_calibration)
+        content = convert(model, quantize, representative, io_type, tail, num_calibration, batch_size)
     if path is not None:
         directory = os.path.dirname(os.fspath(path))
         if directory:

@@ -1,16 +1,26 @@
 #!/usr/bin/env python3
-"""Bare vs protected latency on an Android device with TFLite's ``benchmark_model``.
+"""Bare vs protected latency on an Android device with TFLite's or LiteRT's benchmark tool.
 
 Pushes both models (and, with ``--benchmark-binary``, the tool) over adb, runs
-``benchmark_model`` for each setting (CPU 1 and 4 threads without XNNPACK,
-XNNPACK 1 and 4 threads, GPU delegate, NNAPI delegate), bare and protected
-alternately for ``--repeats`` rounds, and writes one JSON file:
-``{"settings": {name: {"bare_us", "protected_us", "ratio", "bare_runs_us", ...}}}``
-(medians of the tool's "Inference (avg)" over the rounds). Standard library
-only; see docs/tflite.md for the full procedure.
+the tool for each setting, bare and protected alternately for ``--repeats``
+rounds, and writes one JSON file:
+``{"tool", "settings": {name: {"bare_us", "protected_us", "ratio", "bare_runs_us", ...}}}``
+(medians of the tool's "Inference (avg)" over the rounds). Two tools:
+
+* ``--tool tflite`` (default): the legacy Interpreter ``benchmark_model``;
+  settings CPU 1 and 4 threads without XNNPACK, XNNPACK 1 and 4 threads, GPU
+  delegate, NNAPI delegate;
+* ``--tool litert``: LiteRT's CompiledModel benchmark (``benchmark_litert_model``;
+  its prebuilt Android binary is also named ``benchmark_model``), the C++ twin
+  of ``ai_edge_litert.tools.benchmark_litert_model`` that ``keras-dcp bench model``
+  uses on the desktop; settings CPU 1 and 4 threads, GPU and NPU accelerators.
+
+Standard library only; see docs/tflite.md for the full procedure.
 
     python tflite/android/benchmark_android.py --bare bare.tflite --protected protected.tflite \
         --benchmark-binary ~/Downloads/android_aarch64_benchmark_model -o android.json
+    python tflite/android/benchmark_android.py --tool litert --bare bare.tflite --protected protected.tflite \
+        --benchmark-binary ~/Downloads/android_arm64/benchmark_model -o android_litert.json
 """
 
 from __future__ import annotations
@@ -34,20 +44,30 @@ SETTINGS = {
     "gpu": ["--use_gpu=true"],
     "nnapi": ["--use_nnapi=true"],
 }
-_AVERAGE = re.compile(r"Inference \(avg\):\s*([0-9.eE+]+)")
+#: setting -> flags of LiteRT's CompiledModel benchmark tool (check ``--help`` of your build).
+LITERT_SETTINGS = {
+    "cpu_1thread": ["--num_threads=1"],
+    "cpu_4threads": ["--num_threads=4"],
+    "gpu": ["--use_gpu=true"],
+    "npu": ["--use_npu=true"],
+}
+#: --tool -> (settings, default binary name on the device).
+TOOLS = {"tflite": (SETTINGS, "benchmark_model"), "litert": (LITERT_SETTINGS, "benchmark_litert_model")}
+_AVERAGE = re.compile(r"Inference \(avg\):\s*([0-9.eE+]+)\s*(ms|us)?")
 _AVG_LINE = re.compile(r"count=\d+.*?\bavg=([0-9.eE+]+)")
 
 
 def parse_average_us(output):
-    """Average inference time in microseconds from ``benchmark_model``'s output.
+    """Average inference time in microseconds from a benchmark tool's output.
 
     Reads ``Inference timings in us: ... Inference (avg): 1234.5`` (current
-    tool) or, failing that, the last ``count=N ... avg=X`` line (older tools).
+    tool; ``Inference (avg): 1.23 ms``, LiteRT's Python mirror, is read in
+    ms) or, failing that, the last ``count=N ... avg=X`` line (older tools).
     Raises ValueError if neither is there.
     """
     match = _AVERAGE.search(output)
     if match:
-        return float(match.group(1))
+        return float(match.group(1)) * (1000.0 if match.group(2) == "ms" else 1.0)
     lines = _AVG_LINE.findall(output)
     if lines:
         return float(lines[-1])
@@ -84,16 +104,18 @@ def run(args):
             raise FileNotFoundError(path)
         remote[name] = f"{device_dir}/{name}.tflite"
         adb("push", path, remote[name])
-    tool = args.device_binary
+    known, binary = TOOLS[args.tool]
+    tool = args.device_binary or f"/data/local/tmp/{binary}"
     if args.benchmark_binary:
-        tool = f"{device_dir}/benchmark_model"
+        tool = f"{device_dir}/{binary}"
         adb("push", args.benchmark_binary, tool)
         adb("shell", "chmod", "755", tool)
-    settings = [s.strip() for s in args.settings.split(",") if s.strip()]
-    unknown = [s for s in settings if s not in SETTINGS]
+    settings = [s.strip() for s in (args.settings or ",".join(known)).split(",") if s.strip()]
+    unknown = [s for s in settings if s not in known]
     if unknown:
-        raise ValueError(f"unknown settings {unknown}; choose from {', '.join(SETTINGS)}")
+        raise ValueError(f"unknown settings {unknown} for --tool {args.tool}; choose from {', '.join(known)}")
     results = {
+        "tool": args.tool,
         "device": adb("shell", "getprop", "ro.product.model", check=False).strip() if not args.dry_run else "",
         "date": time.strftime("%Y-%m-%d %H:%M"),
         "num_runs": args.num_runs, "repeats": args.repeats, "settings": {},
@@ -104,7 +126,7 @@ def run(args):
         for _ in range(args.repeats):
             for name in ("bare", "protected"):  # interleaved: drifts hit both
                 command = ["shell", tool, f"--graph={remote[name]}", f"--num_runs={args.num_runs}",
-                           f"--warmup_runs={args.warmup_runs}", *SETTINGS[setting]]
+                           f"--warmup_runs={args.warmup_runs}", *known[setting]]
                 output = adb(*command, check=False)
                 if args.dry_run:
                     continue
@@ -112,7 +134,7 @@ def run(args):
                     runs[name].append(parse_average_us(output))
                 except ValueError as error:
                     errors[name] = str(error).splitlines()[0]
-        row = {"flags": SETTINGS[setting], "bare_runs_us": runs["bare"], "protected_runs_us": runs["protected"]}
+        row = {"flags": known[setting], "bare_runs_us": runs["bare"], "protected_runs_us": runs["protected"]}
         if runs["bare"] and runs["protected"]:
             row["bare_us"] = statistics.median(runs["bare"])
             row["protected_us"] = statistics.median(runs["protected"])
@@ -138,10 +160,16 @@ def main(argv=None):
     parser.add_argument("-o", "--output", default="android_benchmark.json")
     parser.add_argument("--adb", default="adb", help="adb executable (default: adb on PATH)")
     parser.add_argument("--serial", help="device serial (adb -s)")
-    parser.add_argument("--benchmark-binary", help="local benchmark_model binary to push (else --device-binary must exist)")
-    parser.add_argument("--device-binary", default="/data/local/tmp/benchmark_model")
+    parser.add_argument("--tool", choices=sorted(TOOLS), default="tflite",
+                        help="tflite: the Interpreter benchmark_model (default); litert: LiteRT's CompiledModel "
+                        "benchmark (benchmark_litert_model)")
+    parser.add_argument("--benchmark-binary", help="local tool binary to push (else --device-binary must exist)")
+    parser.add_argument("--device-binary",
+                        help="the tool on the device (default /data/local/tmp/benchmark_model, or "
+                        "/data/local/tmp/benchmark_litert_model with --tool litert)")
     parser.add_argument("--device-dir", default="/data/local/tmp/keras_dcp")
-    parser.add_argument("--settings", default=",".join(SETTINGS), help="comma-separated: " + ", ".join(SETTINGS))
+    parser.add_argument("--settings", help="comma-separated (default all of the tool's): tflite: "
+                        + ", ".join(SETTINGS) + "; litert: " + ", ".join(LITERT_SETTINGS))
     parser.add_argument("--num-runs", type=int, default=100)
     parser.add_argument("--warmup-runs", type=int, default=10)
     parser.add_argument("--repeats", type=int, default=5, help="interleaved bare/protected rounds per setting")

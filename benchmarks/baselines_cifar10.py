@@ -1,0 +1,203 @@
+"""DCP against the baselines it is compared with, MAD and Adaptive Misinformation, on CIFAR-10 (not a test).
+
+For a trained CIFAR-10 victim it
+
+1. trains Adaptive Misinformation's model ``f^`` on the victim's training
+   images (``keras_dcp.training.train_misinformation``: the victim's
+   architecture with fresh weights, loss ``-log(1 - f^(x)_y)``), or loads it
+   from ``--misinformation-out`` when that file exists (a cache);
+2. runs :func:`keras_dcp.experiments.run_experiment` over ``none``, two DCP
+   settings, two MAD budgets ``eps`` (closed form; the default surrogate, the
+   victim's architecture with fresh weights, as in the authors' scripts) and
+   two AM thresholds ``tau`` (plus any ``--defense``), each attacked by
+   soft-label and label-only KnockoffNets with Tiny-ImageNet queries at one
+   budget; every defense is saved to the JSON as soon as it is done;
+3. writes the results JSON, the table with the thief's best responses, and
+   the trade-off plot: DCP, MAD, AM (and RS if asked) on the same axes, defender
+   accuracy vs the best-response clone accuracy, and mean l1 distortion.
+
+CPU-scale run (hours on 2 cores; see docs/results/ for the numbers)::
+
+    python benchmarks/baselines_cifar10.py --victim /work/cache/victims/resnet20_cifar10_dev.keras \\
+        --budget 20000 --epochs 30 --misinformation-epochs 30 \\
+        --misinformation-out /work/cache/victims/resnet20_cifar10_dev_misinformation.keras \\
+        --json docs/results/baselines_cifar10.json --plot docs/results/baselines_cifar10.png
+
+Smoke test (a minute)::
+
+    python benchmarks/baselines_cifar10.py --victim /tmp/small_victim.keras --max-train 500 --test-limit 500 \\
+        --budget 200 --epochs 1 --misinformation-epochs 1 --misinformation-out /tmp/f_hat.keras \\
+        --json /tmp/baselines.json --plot /tmp/baselines.png
+
+Data: ``<--data>/cifar10/{train,test}.npz`` and ``<--data>/tinyimagenet/queries.npz``
+(uint8 NHWC; default ``../shared/data`` next to the checkout).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import shlex
+import sys
+import time
+
+import numpy as np
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+REPO = os.path.dirname(HERE)
+sys.path.insert(0, REPO)
+
+DEFAULT_DATA = os.path.join(REPO, "..", "shared", "data")
+DEFAULT_DCP = ("dcp:beta=0.5,gamma=0.2", "dcp:beta=0.9,gamma=0.2")
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
+    parser.add_argument("--victim", required=True, help="the trained CIFAR-10 victim (.keras)")
+    parser.add_argument("--data", default=DEFAULT_DATA, help="folder with cifar10/ and tinyimagenet/")
+    parser.add_argument("--budget", type=int, default=20000, help="queries per attack (default 20000)")
+    parser.add_argument("--epochs", type=int, default=30, help="clone training epochs (default 30)")
+    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--learning-rate", type=float, default=0.1)
+    parser.add_argument("--attack", action="append", help="attacks (default knockoff and knockoff-label)")
+    parser.add_argument("--dcp", action="append", help=f"DCP settings (default {' and '.join(DEFAULT_DCP)})")
+    parser.add_argument("--mad-eps", default="0.5,1.0", help="MAD l1 budgets, comma separated (default 0.5,1.0)")
+    parser.add_argument("--am-tau", default="0.5,0.8", help="AM thresholds, comma separated (default 0.5,0.8)")
+    parser.add_argument("--defense", action="append", default=[], help="more defense specs (e.g. rs:beta=0.5)")
+    parser.add_argument("--misinformation-out", required=True,
+                        help="where the misinformation model is cached (.keras): loaded if it exists, "
+                        "else trained and saved there")
+    parser.add_argument("--misinformation-epochs", type=int, default=30)
+    parser.add_argument("--max-train", type=int, help="use only this many training images for f^")
+    parser.add_argument("--test-limit", type=int, help="evaluate on this many test images (default all)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--json", required=True, help="the results JSON (rewritten after each defense)")
+    parser.add_argument("--plot", help="the trade-off plot (.png)")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing --json")
+    args = parser.parse_args(argv)
+    if os.path.exists(args.json) and not args.overwrite:
+        parser.error(f"--json {args.json} exists; pass --overwrite to replace it")
+    for flag in ("budget", "epochs", "misinformation_epochs"):
+        if getattr(args, flag) < 1:
+            parser.error(f"--{flag.replace('_', '-')} must be >= 1")
+    return args
+
+
+def _load(path, limit=None, seed=0):
+    with np.load(path) as data:
+        x, y = data["x"], data["y"].astype("int64").reshape(-1)
+    if limit is not None and limit < len(x):
+        keep = np.sort(np.random.default_rng(seed).permutation(len(x))[:limit])
+        x, y = x[keep], y[keep]
+    return x, y
+
+
+def misinformation_model(args, victim, x_train, y_train, x_test, y_test):
+    """``(f^, record)``: loaded from the cache, or trained on the victim's training images and cached."""
+    import keras
+
+    from keras_dcp.model_io import load_keras_model
+    from keras_dcp.training import accuracy, train_misinformation
+
+    record = {"path": args.misinformation_out}
+    if os.path.exists(args.misinformation_out):
+        f_hat = load_keras_model(args.misinformation_out, what="misinformation model")
+        record["trained_here"] = False
+    else:
+        keras.utils.set_random_seed(args.seed)
+        f_hat = keras.models.clone_model(victim)  # the victim's architecture, fresh weights
+        started = time.perf_counter()
+        history = train_misinformation(f_hat, x_train, y_train, epochs=args.misinformation_epochs,
+                                       seed=args.seed, verbose=2)
+        partial = args.misinformation_out + ".partial.keras"
+        f_hat.save(partial)
+        os.replace(partial, args.misinformation_out)
+        record.update(trained_here=True, epochs=args.misinformation_epochs, train_images=int(len(x_train)),
+                      seconds=time.perf_counter() - started, final_loss=float(history["loss"][-1]))
+    probabilities = f_hat.predict(x_test.astype("float32") / 255.0, batch_size=256, verbose=0)
+    record["test_accuracy"] = float(accuracy(f_hat, x_test, y_test))  # driven toward 0
+    record["test_true_class_mass"] = float(np.mean(probabilities[np.arange(len(y_test)), y_test]))
+    return f_hat, record
+
+
+def defense_specs(args):
+    specs = ["none", *(args.dcp or DEFAULT_DCP)]
+    specs += [f"mad:eps={eps.strip()}" for eps in args.mad_eps.split(",") if eps.strip()]
+    specs += [f"am:tau={tau.strip()},model={args.misinformation_out}" for tau in args.am_tau.split(",") if tau.strip()]
+    return list(dict.fromkeys(specs + args.defense))
+
+
+def verdicts(results):
+    """One line per MAD/AM setting: is it dominated by a DCP setting (no less benign accuracy, no higher best response)?"""
+    dcp_best = [b for b in results["best_responses"] if b["defense"] == "dcp"]
+    lines = []
+    for entry in results["best_responses"]:
+        if entry["defense"] not in ("mad", "am"):
+            continue
+        dominating = [b for b in dcp_best if b["defender_accuracy"] >= entry["defender_accuracy"]
+                      and b["attacker_accuracy"] <= entry["attacker_accuracy"]]
+        verdict = "not dominated by any DCP setting run here"
+        if dominating:
+            shown = ", ".join(f"{k}={v}" for k, v in dominating[0]["params"].items() if v is not None)
+            verdict = f"dominated by dcp({shown})"
+        settings = ", ".join(f"{k}={v}" for k, v in entry["params"].items())
+        lines.append(f"{entry['defense']}({settings}): defender {entry['defender_accuracy']:.4f}, best response "
+                     f"{entry['attacker_accuracy']:.4f} ({entry['attack']}): {verdict}")
+    return lines
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    import keras
+
+    from keras_dcp.defenses.registry import parse_spec
+    from keras_dcp.experiments import best_responses, format_table, plot_tradeoff, run_experiment, save_results
+    from keras_dcp.model_io import load_keras_model
+
+    specs = defense_specs(args)
+    for spec in specs:
+        parse_spec(spec)  # a typo fails now, not hours in
+    attacks = args.attack or ["knockoff", "knockoff-label"]
+    victim = load_keras_model(args.victim, what="victim")
+    x_train, y_train = _load(os.path.join(args.data, "cifar10", "train.npz"), args.max_train, args.seed)
+    x_test, y_test = _load(os.path.join(args.data, "cifar10", "test.npz"), args.test_limit, args.seed)
+    x_queries, _ = _load(os.path.join(args.data, "tinyimagenet", "queries.npz"), args.budget, args.seed)
+    _, record = misinformation_model(args, victim, x_train, y_train, x_test, y_test)
+    print(f"misinformation model: {json.dumps(record)}", flush=True)
+
+    results = None
+    for spec in specs:  # one defense at a time, saved after each: a stopped run keeps what finished
+        keras.utils.set_random_seed(args.seed)  # the same MAD surrogate init and clone init per spec
+        part = run_experiment(
+            victim, x_test, y_test, x_queries, defenses=[spec], attacks=attacks, budget=args.budget,
+            epochs=args.epochs, batch_size=args.batch_size, learning_rate=args.learning_rate, seed=args.seed,
+            dataset="cifar10 (shared/data) <- tinyimagenet queries", verbose=1,
+        )
+        if results is None:
+            results = part
+            results["config"].update(
+                command=shlex.join([sys.executable, *sys.argv]), date=datetime.datetime.now().isoformat(" ", "seconds"),
+                machine=platform.platform(), victim_path=args.victim, misinformation_model=record,
+                defenses=specs, max_train=args.max_train, test_limit=args.test_limit,
+            )
+        else:
+            results["runs"].extend(part["runs"])
+            results["best_responses"] = best_responses(results["runs"])
+        save_results(results, args.json)
+    print(format_table(results))
+    if args.plot:
+        plot_tradeoff(results, args.plot,
+                      title=f"DCP vs MAD and AM: {results['victim']['architecture']} on CIFAR-10, "
+                      f"budget {args.budget}, {args.epochs} clone epochs")
+        print(f"plot: {args.plot}")
+    for line in verdicts(results):
+        print(line)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
