@@ -2,12 +2,13 @@
 
 >>> import keras_dcp
 >>> keras_dcp.defenses.defense_names()
-['none', 'dcp', 'dcp-edgetpu', 'mad', 'am', 'rs', 'rounding', 'topk', 'toplabel']
+['none', 'dcp', 'dcp-edgetpu', 'dcp-keyed', 'mad', 'am', 'rs', 'rounding', 'topk', 'toplabel']
 """
 
 from keras_dcp.defenses.base import OutputDefense
 from keras_dcp.defenses.deception import DeceptionLayer
 from keras_dcp.defenses.edgetpu import EdgeTPUDeception
+from keras_dcp.defenses.keyed import KeyedDeception, calibrate_flip_threshold
 from keras_dcp.defenses.mad import MAD
 from keras_dcp.defenses.misinformation import AdaptiveMisinformation
 from keras_dcp.defenses.registry import (
@@ -31,6 +32,7 @@ __all__ = [
     "DEFENSES",
     "DeceptionLayer",
     "EdgeTPUDeception",
+    "KeyedDeception",
     "MAD",
     "OutputDefense",
     "ReverseSigmoid",
@@ -39,6 +41,7 @@ __all__ = [
     "TopK",
     "TopLabel",
     "build_defense",
+    "calibrate_flip_threshold",
     "defense_class",
     "defense_defaults",
     "defense_names",
