@@ -91,6 +91,11 @@ class KeyedDeception(OutputDefense):
         self.key = secrets.randbits(63) if key is None else check_int("key", key, minimum=0)
         self.projection = None
 
+    @classmethod
+    def from_params(cls, key: int | None = None, store_key: bool = False, **params: Any) -> "KeyedDeception":
+        """From a spec: ``dcp-keyed:flip_tau=0.4,key=42`` (``key`` and ``store_key`` are not in ``params``)."""
+        return cls(key=key, store_key=store_key, **params)
+
     def build_inputs(self, probability_shape, input_shape) -> None:
         num_classes = probability_shape[-1]
         if self.flip_tau <= 1.0 / num_classes and self.flip_rate > 0:
