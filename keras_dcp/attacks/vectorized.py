@@ -154,7 +154,9 @@ def build_clones(make_clone: Callable[[], keras.Model], seeds: Sequence[int], sa
     reference = _signature(models[0])
     for model in models[1:]:
         if _signature(model) != reference:
-            raise ValueError("Clones trained together must share an architecture; `make_clone()` returned different ones.")
+            raise ValueError(
+                "Clones trained together must share an architecture; `make_clone()` returned different ones."
+            )
     return models
 
 
@@ -250,7 +252,10 @@ class TrainedClones:
         return self.images / self.seconds if self.seconds > 0 else float("nan")
 
     def predict(self, x: np.ndarray, batch_size: int = 1024) -> np.ndarray:
-        """Every clone's probabilities on ``x``: ``(n, H, W, C) -> (N, n, K)`` float32, one vmapped forward pass per batch."""
+        """Every clone's probabilities on ``x``: ``(n, H, W, C) -> (N, n, K)`` float32.
+
+        One vmapped forward pass (inference mode) per batch of ``batch_size``.
+        """
         import jax
 
         template = self.models[0]
@@ -334,7 +339,8 @@ def train_clones(
     def step_for(size):
         # The step depends on the optimizer's constants and augmentation, not on the schedule or epochs.
         update = (training.momentum, training.nesterov, training.weight_decay, training.augment)
-        return _compiled(("step", _architecture(template), update, size), lambda: _vectorized_step(template, training, size))
+        return _compiled(("step", _architecture(template), update, size),
+                         lambda: _vectorized_step(template, training, size))
 
     epoch_orders = _compiled(("orders", transfer_size), lambda: _epoch_orders(transfer_size))
 
@@ -418,7 +424,8 @@ def _epoch_orders(transfer_size):
 
     def orders(keys, epoch):
         epoch_keys = jax.vmap(jax.random.fold_in, in_axes=(0, None))(keys, epoch)
-        return epoch_keys, jax.vmap(lambda k: jax.random.permutation(jax.random.fold_in(k, 0), transfer_size))(epoch_keys)
+        permute = jax.vmap(lambda k: jax.random.permutation(jax.random.fold_in(k, 0), transfer_size))
+        return epoch_keys, permute(epoch_keys)
 
     return jax.jit(orders)
 
