@@ -336,11 +336,16 @@ def train_clones(
     device_rows = jnp.asarray(indices, dtype="int32")
     device_targets = jnp.asarray(targets)
 
+    # The step depends on the architecture, the optimizer's constants and augmentation, not on the schedule
+    # or the epochs; looked up once per batch size (not per step: the key costs a JSON dump).
+    step_key = ("step", _architecture(template), training.momentum, training.nesterov, training.weight_decay,
+                training.augment)
+    steps_by_size = {}
+
     def step_for(size):
-        # The step depends on the optimizer's constants and augmentation, not on the schedule or epochs.
-        update = (training.momentum, training.nesterov, training.weight_decay, training.augment)
-        return _compiled(("step", _architecture(template), update, size),
-                         lambda: _vectorized_step(template, training, size))
+        if size not in steps_by_size:
+            steps_by_size[size] = _compiled(step_key + (size,), lambda: _vectorized_step(template, training, size))
+        return steps_by_size[size]
 
     epoch_orders = _compiled(("orders", transfer_size), lambda: _epoch_orders(transfer_size))
 
