@@ -116,9 +116,14 @@ SCRIPT = textwrap.dedent(
     def capturing_train(self, clone, x, targets, *args):
         sequential.append((self.query_indices.tolist(), targets.tolist()))  # what fit() would train on
 
-    KnockoffNets._train = capturing_train
+    real_evaluate = attacks.evaluate_clone  # the untrained clones need no scoring: skip their compilation
+
+    def no_evaluation(clone, victim, *args, **kwargs):
+        return {"attacker_accuracy": 0.0, "agreement": 0.0, "agreement_undefended": 0.0}
+
+    KnockoffNets._train, attacks.evaluate_clone = capturing_train, no_evaluation
     results = experiments.run_experiment(victim, x_test, y_test, x_queries, **common)
-    KnockoffNets._train = real_train
+    KnockoffNets._train, attacks.evaluate_clone = real_train, real_evaluate
     out["sequential_transfer_sets"] = sequential
     out["sequential_runs"] = results["runs"]
 
