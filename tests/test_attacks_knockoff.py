@@ -133,7 +133,7 @@ def test_adaptive_bandit_prefers_the_rewarding_arm(bandit_step, rate):
 
 def test_inverse_count_step_is_arts_update():
     """ART's KnockoffNets: H(a) += (r - rbar)(1 - pi(a)) / N(a), H(a') -= (r - rbar) pi(a') / N(a)."""
-    from keras_dcp.attacks.adaptive import GradientBandit
+    from keras_dcp.attacks.bandit import GradientBandit
 
     rng = np.random.default_rng(0)
     bandit = GradientBandit(4, step="inverse_count")

@@ -15,7 +15,7 @@ import os
 import keras
 import numpy as np
 
-from keras_dcp.attacks.adaptive import (  # noqa: F401  (re-exported: the rewards live with the bandit)
+from keras_dcp.attacks.bandit import (  # noqa: F401  (re-exported: the rewards live with the bandit)
     BANDIT_STEPS,
     GradientBandit,
     RunningStats,
@@ -134,7 +134,7 @@ class KnockoffNets(Attack):
         bandit_step: the bandit's step rule: ``"constant"`` (``alpha`` =
             ``bandit_learning_rate``, the default) or ``"inverse_count"``
             (``1 / N(arm)``, IBM ART's); see
-            :class:`~keras_dcp.attacks.adaptive.GradientBandit`.
+            :class:`~keras_dcp.attacks.bandit.GradientBandit`.
         bandit_learning_rate: ``alpha`` of the constant step.
         adaptive_batch_size: queries per bandit round (8 in the reference).
         diversity_window: answers averaged by the ``"div"`` reward.
