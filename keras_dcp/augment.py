@@ -73,4 +73,37 @@ class AugmentedBatches(keras.utils.PyDataset):
         self._order = self._rng.permutation(len(self.x))
 
 
-__all__ = ["AugmentedBatches", "random_crop_flip"]
+def random_crop_flip_jax(key, x, pad: int = 4, flip: bool = True):
+    """:func:`random_crop_flip` in JAX, for training on the device (:mod:`keras_dcp.attacks.vectorized`).
+
+    The same transform and distribution (zero padding by ``pad``, window
+    offsets uniform in ``[0, 2 pad]``, a mirror with probability 1/2), drawn
+    from the JAX key ``key`` instead of a NumPy generator, so it runs inside
+    ``jax.jit`` / ``jax.vmap``. ``(n, H, W, C) -> (n, H, W, C)``, same dtype.
+
+    >>> import jax, jax.numpy as jnp
+    >>> out = random_crop_flip_jax(jax.random.PRNGKey(0), jnp.ones((2, 4, 4, 1)), pad=1)
+    >>> out.shape, set(np.unique(np.asarray(out)).tolist()) <= {0.0, 1.0}
+    ((2, 4, 4, 1), True)
+    """
+    import jax
+    import jax.numpy as jnp
+
+    n, height, width, channels = x.shape
+    crop_key, flip_key = jax.random.split(key)
+    out = x
+    if pad > 0:
+        padded = jnp.pad(x, ((0, 0), (pad, pad), (pad, pad), (0, 0)))
+        offsets = jax.random.randint(crop_key, (n, 2), 0, 2 * pad + 1)
+
+        def cut(image, offset):
+            return jax.lax.dynamic_slice(image, (offset[0], offset[1], 0), (height, width, channels))
+
+        out = jax.vmap(cut)(padded, offsets)
+    if flip:
+        mirrored = jax.random.bernoulli(flip_key, 0.5, (n,))
+        out = jnp.where(mirrored[:, None, None, None], out[:, :, ::-1], out)
+    return out
+
+
+__all__ = ["AugmentedBatches", "random_crop_flip", "random_crop_flip_jax"]

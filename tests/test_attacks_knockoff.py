@@ -95,7 +95,8 @@ def test_hard_targets_are_one_hot_of_argmax():
     np.testing.assert_array_equal(hard_targets(answers), [[0, 1, 0], [1, 0, 0]])
 
 
-def test_adaptive_bandit_prefers_the_rewarding_arm():
+@pytest.mark.parametrize("bandit_step, rate", [("constant", 0.5), ("inverse_count", 0.05)])
+def test_adaptive_bandit_prefers_the_rewarding_arm(bandit_step, rate):
     """Arm 1's images get confident answers, arm 0's uniform ones: the cert reward must favour arm 1."""
     rng = np.random.default_rng(0)
     images = rng.random((400, 4, 4, 3)).astype("float32")
@@ -116,7 +117,8 @@ def test_adaptive_bandit_prefers_the_rewarding_arm():
         lambda: _testing.make_mlp((4, 4, 3), 4, hidden=8),
         strategy="adaptive",
         reward="cert",
-        bandit_learning_rate=0.5,
+        bandit_learning_rate=rate,  # ignored by the inverse-count step
+        bandit_step=bandit_step,
         epochs=1,
         verbose=0,
     )
@@ -127,6 +129,32 @@ def test_adaptive_bandit_prefers_the_rewarding_arm():
     assert attack.arm_probabilities[1] > 0.9
     np.testing.assert_array_equal(np.bincount(arms[attack.query_indices], minlength=2), attack.arm_counts)
     assert len(np.unique(attack.query_indices)) == 150  # never the same image twice
+
+
+def test_inverse_count_step_is_arts_update():
+    """ART's KnockoffNets: H(a) += (r - rbar)(1 - pi(a)) / N(a), H(a') -= (r - rbar) pi(a') / N(a)."""
+    from keras_dcp.attacks.bandit import GradientBandit
+
+    rng = np.random.default_rng(0)
+    bandit = GradientBandit(4, step="inverse_count")
+    h, n, mean, t = np.zeros(4), np.zeros(4), 0.0, 0
+    for _ in range(50):
+        arm, reward = int(rng.integers(4)), float(rng.normal(loc=0.3))
+        probs = np.exp(h) / np.exp(h).sum()
+        t += 1
+        mean += (reward - mean) / t
+        n[arm] += 1
+        for other in range(4):
+            sign = (1 - probs[other]) if other == arm else -probs[other]
+            h[other] += (reward - mean) / n[arm] * sign
+        bandit.update(arm, reward)
+    np.testing.assert_allclose(bandit.preferences, h, rtol=1e-12, atol=1e-12)
+    np.testing.assert_array_equal(bandit.counts, n)
+    constant = GradientBandit(4, step="constant", learning_rate=0.05)
+    constant.update(2, 1.0), constant.update(1, 0.0)
+    assert constant.preferences[2] > 0 > constant.preferences[1]  # the original rule, alpha 0.05
+    with pytest.raises(ValueError, match="bandit_step"):
+        attacks.KnockoffNets(make_clone, bandit_step="ucb")
 
 
 @pytest.mark.parametrize("reward", ["div", "loss", "all"])

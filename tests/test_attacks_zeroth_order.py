@@ -1,16 +1,30 @@
 """MAZE and DFME: the zeroth-order gradient estimator, the losses, the generator, query accounting."""
 
+import os
+import subprocess
+import sys
+
 import keras
 import numpy as np
 import pytest
 import tensorflow as tf
 
-from keras_dcp import attacks
+from keras_dcp import attacks, models
 from keras_dcp.attacks import _testing
-from keras_dcp.attacks.disagreement import centered_log, kl_per_sample, l1_logits_per_sample
+from keras_dcp.attacks.disagreement import (
+    VICTIM_FLOOR,
+    centered_log,
+    kl_per_sample,
+    kl_to_logits_per_sample,
+    l1_logits_per_sample,
+    l1_to_logits_per_sample,
+    log_softmax,
+    logits_model,
+)
 from keras_dcp.attacks.generator import make_generator, to_images
 from keras_dcp.attacks.gradient_estimation import unit_directions, zeroth_order_gradient
 
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SHAPE = (4, 4, 3)  # d = 48
 
 
@@ -173,3 +187,92 @@ def test_data_free_attacks_refuse_query_images_and_tiny_budgets():
     assert victim.queries_used == 0
     with pytest.raises(ValueError, match="num_directions"):
         attacks.MAZE(lambda: None, num_directions=0)
+
+
+# --- the clone's side from its logits (the references' choice) --------------------------------
+
+
+def _zoo_clone():
+    return models.small_cnn((16, 16, 3), 10, width=4)
+
+
+def test_logits_model_shares_the_clone_and_is_none_without_a_softmax_layer():
+    keras.utils.set_random_seed(0)
+    clone = _zoo_clone()
+    logits = logits_model(clone)
+    assert [id(v) for v in logits.trainable_variables] == [id(v) for v in clone.trainable_variables]
+    x = np.random.default_rng(0).random((3, 16, 16, 3)).astype("float32")
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(keras.ops.softmax(logits(x))), clone(x), atol=1e-6)
+    assert logits_model(_testing.make_mlp()) is None  # Dense(activation="softmax"): no logits to take
+
+
+def test_logit_losses_keep_a_gradient_where_the_probability_floor_did_not():
+    teacher = np.array([[0.6, 0.4 - 2e-12, 1e-12, 1e-12]])
+    student_logits = tf.constant([[12.0, 11.0, -20.0, -25.0]])  # softmax ~1e-14 for the last two
+    with tf.GradientTape(persistent=True) as tape:
+        tape.watch(student_logits)
+        new = l1_to_logits_per_sample(tf.constant(teacher, tf.float32), student_logits, xp=keras.ops)
+        old = l1_logits_per_sample(tf.constant(teacher, tf.float32), tf.nn.softmax(student_logits), xp=keras.ops)
+    new_grad, old_grad = tape.gradient(new, student_logits).numpy(), tape.gradient(old, student_logits).numpy()
+    assert np.all(np.abs(new_grad) > 0.1)  # every entry learns: |d/ds_k| = 1/K with the raw logits
+    assert np.all(np.abs(old_grad[0, 2:]) < 1e-10)  # clamped at 1e-8: next to nothing to learn there
+    # the victim floor is float32-safe and far below 1e-8: a 1e-12 answer keeps its log
+    np.testing.assert_allclose(centered_log(teacher, VICTIM_FLOOR)[0, 2] - centered_log(teacher, VICTIM_FLOOR)[0, 0],
+                               np.log(1e-12 / 0.6), rtol=1e-6)
+    assert np.allclose(l1_to_logits_per_sample(teacher, centered_log(teacher, VICTIM_FLOOR)), 0.0)
+    # MAZE: the KL through log-softmax is the KL of the probabilities where nothing is clamped
+    logits = np.array([[1.0, -0.5, 2.0], [0.1, 0.2, 0.3]])
+    p = np.exp(log_softmax(logits))
+    t = np.array([[0.2, 0.3, 0.5], [1.0, 0.0, 0.0]])
+    np.testing.assert_allclose(kl_to_logits_per_sample(t, logits), kl_per_sample(t, p), rtol=1e-9)
+
+
+@pytest.mark.parametrize("attack_cls", [attacks.MAZE, attacks.DFME])
+def test_data_free_attacks_train_a_zoo_clone_through_its_logits(attack_cls):
+    victim = attacks.BlackBox(_testing.digits_victim(16), budget=5_000)
+    attack = attack_cls(_zoo_clone, make_generator=lambda: make_generator(8, (16, 16, 3), width=4), latent_dim=8,
+                        batch_size=8, num_directions=2, verbose=0)
+    clone = attack.extract(victim, budget=3 * attack.cost_per_iteration())
+    assert attack.student_outputs == "logits" and clone.layers[-1].name == "probabilities"
+    assert victim.queries_used == 3 * attack.cost_per_iteration()
+    assert all(np.isfinite(v).all() for v in attack.history.values())
+
+
+JAX_SCRIPT = """
+import sys
+
+class NoTensorFlow:
+    def find_spec(self, name, path=None, target=None):
+        if name == "tensorflow" or name.startswith("tensorflow."):
+            raise ImportError("no tensorflow on this machine")
+
+sys.meta_path.insert(0, NoTensorFlow())
+import keras
+import numpy as np
+from keras_dcp import attacks, models
+from keras_dcp.attacks import _testing
+from keras_dcp.attacks.generator import make_generator
+
+assert keras.backend.backend() == "jax"
+victim_model = _testing.digits_victim(16, epochs=5)
+for cls in (attacks.MAZE, attacks.DFME):
+    victim = attacks.BlackBox(victim_model, budget=5000)
+    attack = cls(lambda: models.small_cnn((16, 16, 3), 10, width=4),
+                 make_generator=lambda: make_generator(8, (16, 16, 3), width=4),
+                 latent_dim=8, batch_size=8, num_directions=2, verbose=0)
+    attack.extract(victim, budget=3 * attack.cost_per_iteration())
+    assert victim.queries_used == 3 * attack.cost_per_iteration() == attack.queries_used
+    assert attack.student_outputs == "logits"
+    assert all(np.isfinite(v).all() for v in attack.history.values())
+assert "tensorflow" not in sys.modules
+print("RESULT ok")
+"""
+
+
+def test_maze_and_dfme_run_on_jax_without_tensorflow():
+    pytest.importorskip("jax")
+    env = dict(os.environ, KERAS_BACKEND="jax", TF_CPP_MIN_LOG_LEVEL="2", JAX_PLATFORMS="cpu")
+    result = subprocess.run([sys.executable, "-c", JAX_SCRIPT], cwd=REPO, env=env, capture_output=True, text=True,
+                            timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "RESULT ok" in result.stdout

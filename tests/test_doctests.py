@@ -31,6 +31,8 @@ MODULES = [
     "keras_dcp.inference",
     "keras_dcp.experiments.sweep",
     "keras_dcp.attacks.registry",
+    "keras_dcp.attacks.bandit",
+    "keras_dcp.attacks.vectorized",
     "keras_dcp.attacks.blackbox",
     "keras_dcp.attacks.disagreement",
     "keras_dcp.attacks.generator",

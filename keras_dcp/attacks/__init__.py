@@ -23,6 +23,7 @@ from keras_dcp.attacks.generator import make_generator
 from keras_dcp.attacks.gradient_estimation import zeroth_order_gradient
 from keras_dcp.attacks.inversion import invert_deception
 from keras_dcp.attacks.registry import ATTACKS, attack_class, attack_names, build_attack, register_attack
+from keras_dcp.attacks.vectorized import CloneTraining, train_clones
 from keras_dcp.attacks.zeroth_order import ZerothOrderAttack
 
 __all__ = [
@@ -33,6 +34,7 @@ __all__ = [
     "Attack",
     "BlackBox",
     "BudgetExceededError",
+    "CloneTraining",
     "KnockoffNets",
     "KnockoffNetsAware",
     "KnockoffNetsInvert",
@@ -50,5 +52,6 @@ __all__ = [
     "make_generator",
     "reference_sgd",
     "register_attack",
+    "train_clones",
     "zeroth_order_gradient",
 ]

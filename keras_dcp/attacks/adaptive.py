@@ -134,6 +134,11 @@ class _AdaptiveKnockoff(KnockoffNets):
     needs_query_images = True
     knows_defense = True
 
+    @property
+    def trains_in_parallel(self) -> bool:
+        """Never: these thieves learn from their answers in their own way (:meth:`_learn`), not the plain step."""
+        return False
+
     def __init__(self, make_clone, defense: Any = None, **kwargs):
         if "labels" in kwargs:
             raise ValueError(f"{type(self).__name__} chooses its own targets; drop `labels`.")

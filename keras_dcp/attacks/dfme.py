@@ -6,7 +6,7 @@ import keras
 import numpy as np
 
 from keras_dcp.attacks.base import SGDL2
-from keras_dcp.attacks.disagreement import l1_logits_per_sample
+from keras_dcp.attacks.disagreement import VICTIM_FLOOR, l1_logits_per_sample, l1_to_logits_per_sample
 from keras_dcp.attacks.generator import make_generator
 from keras_dcp.attacks.registry import register_attack
 from keras_dcp.attacks.zeroth_order import ZerothOrderAttack
@@ -19,11 +19,15 @@ class DFME(ZerothOrderAttack):
     Per iteration, with batch ``n`` and ``m`` directions:
 
     1. ``gen_iters`` generator steps maximising
-       ``f(x) = mean_k |l(C(x))_k - l(V(x))_k|``, the l1 distance of logits
-       recovered from probabilities, ``l(p) = log p - mean_k log p`` with ``p``
-       clamped to at least ``1e-8`` (:func:`centered_log`); gradient estimated
-       in pre-tanh space with ``m`` forward differences, ``eps = 1e-3``
-       (``n (m + 1)`` queries: the base images are queried too).
+       ``f(x) = mean_k |s(x)_k - l(V(x))_k|``: the l1 distance between the
+       clone's raw logits ``s`` and the victim's logits recovered from its
+       probabilities, ``l(p) = log p - mean_k log p`` with ``p`` clamped to at
+       least ``1e-30`` (:func:`~keras_dcp.attacks.disagreement.centered_log`,
+       :data:`~keras_dcp.attacks.disagreement.VICTIM_FLOOR`), as the reference
+       (``no_logits=1``, ``logit_correction='mean'``). A clone without a final
+       ``Softmax`` layer falls back to ``s = l(C(x))``, its own recovered logits.
+       Gradient estimated in pre-tanh space with ``m`` forward differences,
+       ``eps = 1e-3`` (``n (m + 1)`` queries: the base images are queried too).
     2. ``clone_iters`` (the paper's ``d_iter``) clone steps minimising
        ``mean_i f(x_i)`` on ``n`` freshly generated and queried images each.
 
@@ -87,7 +91,9 @@ class DFME(ZerothOrderAttack):
         return self.batch_size * (self.gen_iters * (self.num_directions + 1) + self.clone_iters)
 
     def _per_sample_loss(self, teacher, student, xp=np):
-        return l1_logits_per_sample(teacher, student, xp=xp)
+        if self.student_outputs == "logits":
+            return l1_to_logits_per_sample(teacher, student, floor=VICTIM_FLOOR, xp=xp)
+        return l1_logits_per_sample(teacher, student, floor=VICTIM_FLOOR, xp=xp)
 
     def _default_generator(self, image_shape):
         return make_generator(self.latent_dim, image_shape, final_affine=False)

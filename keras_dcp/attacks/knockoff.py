@@ -15,6 +15,15 @@ import os
 import keras
 import numpy as np
 
+from keras_dcp.attacks.bandit import (  # noqa: F401  (re-exported: the rewards live with the bandit)
+    BANDIT_STEPS,
+    GradientBandit,
+    RunningStats,
+    certainty_reward,
+    cluster_query_set,
+    diversity_reward,
+    loss_reward,
+)
 from keras_dcp.attacks.base import (
     Attack,
     QueryStore,
@@ -50,66 +59,6 @@ def soft_targets(answers):
     return np.clip(np.asarray(answers, dtype="float32"), 0.0, 1.0)
 
 
-def certainty_reward(answers):
-    """``r_cert = y_(1) - y_(2)``: the margin between the top two probabilities. ``(n, K) -> (n,)``."""
-    top2 = -np.sort(-answers, axis=1)[:, :2]
-    return top2[:, 0] - top2[:, 1]
-
-
-def diversity_reward(answer, recent):
-    """``r_div = sum_k max(0, y_k - mean(recent)_k)``: mass on classes seen less of late.
-
-    ``answer`` ``(K,)``, ``recent`` ``(m, K)`` the last answers (0 if ``m = 0``).
-    """
-    if len(recent) == 0:
-        return 0.0
-    return float(np.maximum(answer - recent.mean(axis=0), 0.0).sum())
-
-
-def loss_reward(answers, clone_probabilities, floor=1e-7):
-    """``r_loss = -sum_k y_k log q_k``: the clone's cross-entropy on the victim's answer. ``(n,)``."""
-    q = np.clip(clone_probabilities, floor, 1.0)
-    return -(answers * np.log(q)).sum(axis=1)
-
-
-def cluster_query_set(images, num_arms, seed=0, pooled_size=4):
-    """Arms for the adaptive strategy when the query set has no labels.
-
-    k-means (scikit-learn ``MiniBatchKMeans``) on the images average-pooled to
-    ``pooled_size x pooled_size x C`` (colour and layout, cheap).
-    ``(n, H, W, C) -> (n,)`` int arm ids in ``[0, num_arms)``.
-    """
-    from sklearn.cluster import MiniBatchKMeans
-
-    n, height, width, channels = images.shape
-    ph, pw = max(1, height // pooled_size), max(1, width // pooled_size)
-    cropped = images[:, : ph * pooled_size, : pw * pooled_size]
-    pooled = cropped.reshape(n, pooled_size, ph, pooled_size, pw, channels).mean(axis=(2, 4)).reshape(n, -1)
-    kmeans = MiniBatchKMeans(n_clusters=num_arms, random_state=seed, n_init=3, batch_size=1024)
-    return kmeans.fit_predict(pooled).astype("int64")
-
-
-class _RunningStats:
-    """Welford mean / variance of a stream of rewards (to standardise and to baseline)."""
-
-    def __init__(self, count=0, mean=0.0, m2=0.0):
-        self.count, self.mean, self.m2 = int(count), float(mean), float(m2)
-
-    def update(self, value):
-        self.count += 1
-        delta = value - self.mean
-        self.mean += delta / self.count
-        self.m2 += delta * (value - self.mean)
-
-    @property
-    def std(self):
-        return math.sqrt(self.m2 / self.count) if self.count > 1 else 1.0
-
-    def standardize(self, value):
-        return (value - self.mean) / (self.std + 1e-8) if self.count > 1 else 0.0
-
-    def to_list(self):
-        return [self.count, self.mean, self.m2]
 
 
 @register_attack("knockoff")
@@ -164,7 +113,11 @@ class KnockoffNets(Attack):
         lr_schedule: ``"cosine"`` (default) or ``"constant"``.
         reward: adaptive reward, ``"cert"``, ``"div"``, ``"loss"`` or ``"all"``.
         num_arms: clusters when no ``query_labels`` (default ``min(50, n // 100)``, >= 2).
-        bandit_learning_rate: the bandit step ``alpha``.
+        bandit_step: the bandit's step rule: ``"constant"`` (``alpha`` =
+            ``bandit_learning_rate``, the default) or ``"inverse_count"``
+            (``1 / N(arm)``, IBM ART's); see
+            :class:`~keras_dcp.attacks.bandit.GradientBandit`.
+        bandit_learning_rate: ``alpha`` of the constant step.
         adaptive_batch_size: queries per bandit round (8 in the reference).
         diversity_window: answers averaged by the ``"div"`` reward.
         query_batch_size: images per victim call for ``"random"`` (and per
@@ -216,6 +169,7 @@ class KnockoffNets(Attack):
         checkpoint_dir=None,
         jit_compile="auto",
         steps_per_execution=1,
+        bandit_step="constant",
     ):
         super().__init__(make_clone, seed=seed, verbose=verbose)
         if not isinstance(strategy, str):
@@ -224,6 +178,7 @@ class KnockoffNets(Attack):
         check_choice("strategy", strategy, _STRATEGIES)
         check_choice("labels", labels, _LABELS)
         check_choice("reward", reward, _REWARDS)
+        check_choice("bandit_step", bandit_step, BANDIT_STEPS)
         for name, value in (
             ("epochs", epochs),
             ("batch_size", batch_size),
@@ -248,6 +203,7 @@ class KnockoffNets(Attack):
         self.reward = reward
         self.num_arms = num_arms
         self.bandit_learning_rate = float(bandit_learning_rate)
+        self.bandit_step = bandit_step
         self.adaptive_batch_size = int(adaptive_batch_size)
         self.diversity_window = int(diversity_window)
         self.query_batch_size = int(query_batch_size)
@@ -313,6 +269,39 @@ class KnockoffNets(Attack):
         self._learn(clone, query_images[indices], answers, validation_data, callbacks, store)
         return clone
 
+    @property
+    def trains_in_parallel(self) -> bool:
+        """Whether the runner may train this clone together with others (:mod:`keras_dcp.attacks.vectorized`).
+
+        True for random sampling without a checkpoint or a distribution
+        strategy: the transfer set then does not depend on the clone, so it can
+        be collected first (:meth:`transfer_set`) and the clone trained later.
+        """
+        return self.strategy == "random" and self.checkpoint_dir is None and self.distribute_strategy is None
+
+    def transfer_set(self, victim: BlackBox, query_images: np.ndarray, budget: int | None = None):
+        """The random-strategy transfer set, paid for through ``victim``: ``(indices (B,), answers (B, K))``.
+
+        Exactly the queries :meth:`extract` asks with ``strategy="random"``
+        (the first ``B`` images of the permutation seeded by ``seed``, in
+        batches of ``query_batch_size``); sets ``query_indices``, ``answers``
+        and ``queries_used``. Turn the answers into training targets with
+        :meth:`training_targets`.
+        """
+        if self.strategy != "random":
+            raise ValueError("transfer_set() is the random strategy's; the adaptive one needs the clone.")
+        victim = self._check_victim(victim)
+        query_images = self._check_images(query_images, victim)
+        budget = self._resolve_budget(victim, budget, available=len(query_images))
+        indices, answers = self._sample_random(victim, query_images, budget, None)
+        self.query_indices, self.answers = indices, answers
+        self.queries_used = int(len(indices))
+        return indices, answers
+
+    def training_targets(self, answers: np.ndarray) -> np.ndarray:
+        """The clone's targets for ``answers``: :func:`soft_targets` or :func:`hard_targets` per ``labels``."""
+        return soft_targets(answers) if self.labels == "soft" else hard_targets(answers)
+
     # -- sampling -------------------------------------------------------------
 
     @staticmethod
@@ -334,6 +323,7 @@ class KnockoffNets(Attack):
                 "attack": type(self).__name__,
                 "strategy": self.strategy,
                 "reward": self.reward if self.strategy == "adaptive" else None,
+                "bandit_step": self.bandit_step if self.strategy == "adaptive" else None,
                 "seed": self.seed,
                 "budget": int(budget),
                 "query_images": fingerprint(query_images),
@@ -377,9 +367,8 @@ class KnockoffNets(Attack):
         rng = np.random.default_rng(self.seed)
         # Each arm's images in a seeded random order; an arm pops from its end.
         pools = [list(rng.permutation(np.flatnonzero(arms_of_image == a))) for a in range(num_arms)]
-        preferences = np.zeros(num_arms)
-        baseline = _RunningStats()
-        term_stats = {name: _RunningStats() for name in ("cert", "div", "loss")}
+        bandit = GradientBandit(num_arms, step=self.bandit_step, learning_rate=self.bandit_learning_rate)
+        term_stats = {name: RunningStats() for name in ("cert", "div", "loss")}
         needs_clone = self.reward in ("loss", "all")
         if needs_clone:
             with strategy_scope(self.distribute_strategy):
@@ -402,9 +391,8 @@ class KnockoffNets(Attack):
                 used = set(done["indices"].tolist())
                 pools = [[i for i in pool if i not in used] for pool in pools]
             if state:
-                preferences = np.asarray(state["preferences"], dtype="float64")
-                baseline = _RunningStats(*state["baseline"])
-                term_stats = {k: _RunningStats(*v) for k, v in state["term_stats"].items()}
+                bandit.restore(state)
+                term_stats = {k: RunningStats(*v) for k, v in state["term_stats"].items()}
                 rng.bit_generator.state = state["rng"]
             online_weights = store.path("online.weights.h5")
             if needs_clone and os.path.exists(online_weights):
@@ -419,7 +407,7 @@ class KnockoffNets(Attack):
             size = min(self.adaptive_batch_size, budget - answered)
             batch_idx, batch_arms, batch_pi = [], [], []
             for _ in range(size):
-                policy = _policy(preferences, pools)
+                policy = bandit.policy([len(pool) > 0 for pool in pools])
                 arm = int(rng.choice(num_arms, p=policy))
                 batch_idx.append(int(pools[arm].pop()))
                 batch_arms.append(arm)
@@ -430,10 +418,7 @@ class KnockoffNets(Attack):
             clone_probs = keras.ops.convert_to_numpy(clone.predict_on_batch(x)) if needs_clone else None
             batch_rewards = self._rewards(y, clone_probs, recent, term_stats)
             for arm, policy, r in zip(batch_arms, batch_pi, batch_rewards):
-                baseline.update(r)
-                step = self.bandit_learning_rate * (r - baseline.mean)
-                preferences -= step * policy
-                preferences[arm] += step
+                bandit.update(arm, r, policy)
             recent = np.concatenate([recent.reshape(-1, y.shape[1]), y])[-self.diversity_window :]
             if needs_clone:
                 targets = soft_targets(y) if self.labels == "soft" else hard_targets(y)
@@ -448,8 +433,7 @@ class KnockoffNets(Attack):
                 store.append(indices=batch_idx, answers=y, arms=arms[-1], rewards=rewards[-1])
                 store.write_state(
                     {
-                        "preferences": preferences.tolist(),
-                        "baseline": baseline.to_list(),
+                        **bandit.state(),
                         "term_stats": {k: v.to_list() for k, v in term_stats.items()},
                         "rng": rng.bit_generator.state,
                     }
@@ -459,7 +443,7 @@ class KnockoffNets(Attack):
             if progbar is not None:
                 progbar.update(answered)
         arms_all = np.concatenate(arms) if arms else np.zeros((0,), "int64")
-        self.arm_probabilities = _policy(preferences, [[0]] * num_arms)
+        self.arm_probabilities = bandit.policy()
         self.arm_counts = np.bincount(arms_all, minlength=num_arms)
         self.rewards = np.concatenate(rewards) if rewards else np.zeros((0,), "float32")
         return np.concatenate(indices).astype("int64"), np.concatenate(answers).astype("float32")
@@ -495,8 +479,7 @@ class KnockoffNets(Attack):
         KnockoffNets trains on the answers themselves (``labels="soft"``) or
         on their argmax (``"hard"``).
         """
-        targets = soft_targets(answers) if self.labels == "soft" else hard_targets(answers)
-        self._train(clone, x, targets, validation_data, callbacks, store)
+        self._train(clone, x, self.training_targets(answers), validation_data, callbacks, store)
 
     def _train(self, clone, x, targets, validation_data, callbacks, store, loss=None, metrics=None):
         steps_per_epoch = math.ceil(len(x) / self.batch_size)
@@ -549,15 +532,6 @@ class KnockoffNets(Attack):
             state = store.read_state()
             state["history"] = self.history
             store.write_state(state)
-
-
-def _policy(preferences, pools):
-    """``softmax(H)`` over the arms that still have images (empty arms get 0)."""
-    alive = np.array([len(p) > 0 for p in pools])
-    logits = np.where(alive, preferences, -np.inf)
-    logits = logits - logits[alive].max()
-    weights = np.exp(logits)
-    return weights / weights.sum()
 
 
 @register_attack("knockoff-label")

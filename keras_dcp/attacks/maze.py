@@ -6,7 +6,7 @@ import keras
 import numpy as np
 
 from keras_dcp.attacks.base import SGDL2
-from keras_dcp.attacks.disagreement import kl_per_sample
+from keras_dcp.attacks.disagreement import kl_per_sample, kl_to_logits_per_sample
 from keras_dcp.attacks.generator import make_generator
 from keras_dcp.attacks.registry import register_attack
 from keras_dcp.attacks.zeroth_order import ZerothOrderAttack
@@ -20,7 +20,10 @@ class MAZE(ZerothOrderAttack):
     Per iteration, with batch ``n``, ``m`` directions and smoothing ``mu``:
 
     1. ``gen_iters`` generator steps: ``x = tanh(G(z))``; the generator
-       maximises the disagreement ``f(x) = KL(V(x) || C(x))``, its gradient in
+       maximises the disagreement ``f(x) = KL(V(x) || C(x))`` (the clone's
+       side from its logits, ``log softmax(s)``, as the reference's
+       ``kl_div_logits``; from ``log max(C(x), 1e-8)`` for a clone without a
+       final ``Softmax`` layer), its gradient in
        pre-tanh space estimated by :func:`zeroth_order_gradient`
        (``n (1 + m)`` queries).
     2. ``clone_iters`` clone steps minimising ``mean_i KL(V(x_i) || C(x_i))``;
@@ -106,6 +109,8 @@ class MAZE(ZerothOrderAttack):
         return self.clone_iters + self.replay_iters
 
     def _per_sample_loss(self, teacher, student, xp=np):
+        if self.student_outputs == "logits":
+            return kl_to_logits_per_sample(teacher, student, xp=xp)
         return kl_per_sample(teacher, student, xp=xp)
 
     def _default_generator(self, image_shape):

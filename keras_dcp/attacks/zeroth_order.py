@@ -14,7 +14,10 @@ attacks run on every Keras backend (TensorFlow, JAX, PyTorch) and under a
 ``tf.distribute`` strategy:
 
 * clone step: minimise ``mean_i f(V(x_i), C(x_i))`` with the attack's
-  per-sample disagreement ``f`` as the Keras loss;
+  per-sample disagreement ``f`` as the Keras loss, computed on the clone's raw
+  logits when it ends in a ``Softmax`` layer (every zoo model does; the
+  *student* model, :func:`~keras_dcp.attacks.disagreement.logits_model`,
+  shares its variables), else on its probabilities (``student_outputs``);
 * generator step: with ``g_i`` the estimated gradient of ``f`` at
   ``x_pre_i = G(z_i)``, minimise the surrogate ``-(1/n) sum_i <g_i, G(z_i)>``,
   whose gradient in ``G``'s weights is ``-(1/n) sum_i J_i^T g_i`` (gradient
@@ -29,6 +32,7 @@ import keras
 import numpy as np
 
 from keras_dcp.attacks.base import Attack, QueryStore, check_distribute_strategy, strategy_scope
+from keras_dcp.attacks.disagreement import logits_model
 from keras_dcp.attacks.generator import to_images
 from keras_dcp.attacks.gradient_estimation import zeroth_order_gradient
 from keras_dcp.validation import check_int, check_positive
@@ -129,6 +133,8 @@ class ZerothOrderAttack(Attack):
         self.checkpoint_dir = None if checkpoint_dir is None else os.fspath(checkpoint_dir)
         self.generator = None
         self.iterations = 0
+        #: What the losses see of the clone: "logits" (its Softmax layer's input) or "probabilities".
+        self.student_outputs = "probabilities"
 
     # -- what subclasses define ------------------------------------------------
 
@@ -186,13 +192,16 @@ class ZerothOrderAttack(Attack):
         self.history = {}
         with strategy_scope(self.distribute_strategy):
             clone = self._new_clone(np.zeros((1, *victim.input_shape), "float32"))
+            student = logits_model(clone)
             if self.make_generator is None:
                 generator = self._default_generator(victim.input_shape)
             else:
                 generator = self.make_generator()
             clone_optimizer, generator_optimizer = self._make_optimizers(iterations)
         self.generator = generator
-        run = ZerothOrderRun(self, victim, clone, generator, clone_optimizer, generator_optimizer, iterations)
+        self.student_outputs = "probabilities" if student is None else "logits"
+        run = ZerothOrderRun(self, victim, student or clone, generator, clone_optimizer, generator_optimizer,
+                             iterations)
         run.restore()
         progbar = None
         if self.verbose:
@@ -217,7 +226,11 @@ class ZerothOrderAttack(Attack):
 
 
 class ZerothOrderRun:
-    """Everything one ``extract`` run shares: models, training steps, RNG, query accounting, checkpoint."""
+    """Everything one ``extract`` run shares: models, training steps, RNG, query accounting, checkpoint.
+
+    ``clone`` here is the model the losses see: the clone's logits model
+    (sharing its variables) or the clone itself (``attack.student_outputs``).
+    """
 
     def __init__(self, attack, victim, clone, generator, clone_optimizer, generator_optimizer, iterations):
         self.attack = attack

@@ -20,6 +20,8 @@ from typing import Iterator
 import numpy as np
 
 DISTRIBUTIONS = ("none", "mirrored", "data-parallel")
+#: ``--precision`` values (:data:`keras_dcp.attacks.vectorized.PRECISIONS`).
+PRECISIONS = ("float32", "mixed_bfloat16")
 
 
 # --- arguments ----------------------------------------------------------------------------------
@@ -32,6 +34,22 @@ def add_common_data_arguments(parser) -> None:
     parser.add_argument("--distribute", default="none", choices=DISTRIBUTIONS,
                         help="train on every visible GPU: mirrored (tf.distribute, TensorFlow backend) or "
                         "data-parallel (keras.distribution, JAX backend); default none")
+
+
+def add_clone_training_arguments(parser) -> None:
+    """``--parallel-clones N`` and ``--precision``: how the thief's clones are trained (evaluate, demo)."""
+    parser.add_argument("--parallel-clones", type=int, metavar="N",
+                        help="train up to N KnockoffNets clones together in one compiled program (JAX backend; "
+                        "results as one at a time, up to float rounding); default: one at a time")
+    parser.add_argument("--precision", default="float32",
+                        help="clone precision: float32 (default) or mixed_bfloat16 (bfloat16 compute)")
+
+
+def check_clone_training_arguments(args) -> None:
+    """A ValueError naming the flag for a bad ``--parallel-clones`` or ``--precision``."""
+    check_flags_at_least(args, 1, "parallel-clones")
+    if args.precision not in PRECISIONS:
+        raise ValueError(f"--precision must be one of {', '.join(PRECISIONS)}; got {args.precision!r}.")
 
 
 def add_overwrite_argument(parser) -> None:
@@ -217,10 +235,13 @@ def apply_distribution(name: str | None):
 
 __all__ = [
     "DISTRIBUTIONS",
+    "PRECISIONS",
+    "add_clone_training_arguments",
     "add_common_data_arguments",
     "add_overwrite_argument",
     "apply_distribution",
     "atomic_output",
+    "check_clone_training_arguments",
     "check_flags_at_least",
     "check_labels",
     "check_output_dir",

@@ -19,7 +19,7 @@ DEMO_PLOT = "keras_dcp_demo.png"
 
 
 def add_parser(subparsers, command):
-    from keras_dcp.cli.common import add_common_data_arguments, add_overwrite_argument
+    from keras_dcp.cli.common import add_clone_training_arguments, add_common_data_arguments, add_overwrite_argument
 
     parser = subparsers.add_parser(
         command,
@@ -39,6 +39,7 @@ def add_parser(subparsers, command):
                         help=f"the trade-off plot (default {DEMO_PLOT}; 'none' to skip)")
     parser.add_argument("--arch", help="victim/clone architecture (default: small_cnn)")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    add_clone_training_arguments(parser)
     # Size knobs for tests and quick looks; hidden to keep --help short.
     hidden = argparse.SUPPRESS
     parser.add_argument("--epochs", type=int, default=DEMO_VICTIM_EPOCHS, help=hidden)
@@ -58,7 +59,12 @@ def run(args):
     import keras
 
     from keras_dcp import experiments
-    from keras_dcp.cli.common import apply_distribution, check_flags_at_least, check_output_file
+    from keras_dcp.cli.common import (
+        apply_distribution,
+        check_clone_training_arguments,
+        check_flags_at_least,
+        check_output_file,
+    )
     from keras_dcp.data import load_preset
     from keras_dcp.defenses.registry import build_defense
     from keras_dcp.models import get_model
@@ -66,6 +72,7 @@ def run(args):
 
     started = time.perf_counter()
     check_flags_at_least(args, 1, "epochs", "clone-epochs", "budget", "max-train", "max-test", "width")
+    check_clone_training_arguments(args)
     if build_defense(args.defense) is None:  # a bad spec fails before training
         raise ValueError("--defense none: the demo compares none with a defense; pick one (e.g. dcp).")
     plot = args.plot if args.plot and args.plot.lower() != "none" else None
@@ -107,6 +114,7 @@ def run(args):
         defenses=["none", args.defense], attacks=["knockoff", "knockoff-label"], budget=budget,
         make_clone=make_model, epochs=args.clone_epochs, batch_size=64, learning_rate=0.1,
         seed=args.seed, dataset=preset.name, verbose=verbose, distribute_strategy=strategy,
+        parallel_clones=args.parallel_clones, precision=args.precision,
     )
     results["config"].update({"command": "demo", "queries": queries_name, "victim_epochs": args.epochs})
     print("[3/3] results\n")

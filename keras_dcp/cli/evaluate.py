@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from keras_dcp.cli.common import add_common_data_arguments, add_overwrite_argument
+from keras_dcp.cli.common import add_clone_training_arguments, add_common_data_arguments, add_overwrite_argument
 
 
 def add_parser(subparsers, command):
@@ -40,6 +40,7 @@ def add_parser(subparsers, command):
     parser.add_argument("--max-test", type=int, help="evaluate on a seeded random subset of this many test images")
     parser.add_argument("--max-queries", type=int, help="keep a seeded random subset of this many query images")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    add_clone_training_arguments(parser)
     add_common_data_arguments(parser)
     add_overwrite_argument(parser)
     return parser
@@ -57,6 +58,7 @@ def run(args):
     from keras_dcp.attacks.registry import attack_class
     from keras_dcp.cli.common import (
         apply_distribution,
+        check_clone_training_arguments,
         check_flags_at_least,
         check_labels,
         check_output_file,
@@ -69,6 +71,7 @@ def run(args):
     from keras_dcp.models import get_model
 
     check_flags_at_least(args, 1, "budget", "epochs", "batch-size", "max-test", "max-queries")
+    check_clone_training_arguments(args)
     attacks = list(dict.fromkeys(args.attack or ["knockoff", "knockoff-label"]))
     classes = [attack_class(name) for name in attacks]  # unknown names fail here, listing the known ones
     defenses = experiments.defense_specs(args.defense, args.sweep)
@@ -107,6 +110,7 @@ def run(args):
         defenses=defenses, attacks=attacks, budget=args.budget, make_clone=make_clone,
         epochs=args.epochs, batch_size=args.batch_size, learning_rate=args.learning_rate, seed=args.seed,
         dataset=args.dataset, verbose=0 if args.quiet else 1, distribute_strategy=strategy,
+        parallel_clones=args.parallel_clones, precision=args.precision,
     )
     results["config"]["command"] = "evaluate"
     results["config"]["queries"] = args.queries or (preset.queries if preset else None)

@@ -10,6 +10,7 @@ bring TensorFlow in through :mod:`keras_dcp.attacks` when asked for).
 
 from __future__ import annotations
 
+import hashlib
 import os
 import time
 from typing import Any, Callable, Sequence
@@ -18,12 +19,15 @@ import keras
 import numpy as np
 
 from keras_dcp.attacks.registry import ATTACKS, attack_class, build_attack
+from keras_dcp.attacks.vectorized import with_precision
 from keras_dcp.data.images import to_float
 from keras_dcp.defenses.registry import build_defense, describe
+from keras_dcp.experiments.parallel import CloneBatch, check_parallel_clones, resolve_parallel_clones
 from keras_dcp.experiments.schema import validate_results
 from keras_dcp.inference import predict_padded
 from keras_dcp.model_io import load_keras_model
-from keras_dcp.validation import check_int
+from keras_dcp.validation import check_choice, check_int
+
 #: An answer counts as perturbed when some probability moved by more than this.
 PERTURBED_TOLERANCE = 1e-6
 
@@ -37,21 +41,43 @@ class DefenseMeter:
     Wrapped in a :class:`~keras_dcp.attacks.BlackBox` it sees exactly the
     attacker's paid-for queries; evaluation happens after ``recording`` is
     turned off.
+
+    ``cache`` (a dict shared by the meters of one defense) keeps the answers
+    to every recorded batch by its content: a second run asking the same
+    images (the label-only attack after the soft-label one, with the same
+    seed) is answered from it, counted and measured as usual, without running
+    the models again. The victim's answers are computed once per (defense,
+    query batch).
     """
 
-    def __init__(self, protected, undefended, batch_size=256):
+    def __init__(self, protected, undefended, batch_size=256, cache=None):
         self.protected = protected
         self.undefended = undefended
         self.batch_size = batch_size
+        self.cache = cache
         self.recording = True
         self.count = 0
         self.l1_sum = 0.0
         self.perturbed = 0
 
-    def __call__(self, x):
+    def _answers(self, x):
+        """``(y', y)``: defended and undefended answers (``y`` None when not recording), from the cache if there."""
+        key = None
+        if self.cache is not None and self.recording:
+            key = (x.shape, str(x.dtype), hashlib.sha1(np.ascontiguousarray(x).tobytes()).hexdigest())
+            if key in self.cache:
+                return self.cache[key]
         y_defended = predict_padded(self.protected, x, self.batch_size)
+        y = None
         if self.recording:
             y = y_defended if self.protected is self.undefended else predict_padded(self.undefended, x, self.batch_size)
+        if key is not None:
+            self.cache[key] = (y_defended, y)
+        return y_defended, y
+
+    def __call__(self, x):
+        y_defended, y = self._answers(x)
+        if self.recording:
             delta = np.abs(y_defended.astype("float64") - y.astype("float64"))
             self.count += len(x)
             self.l1_sum += float(delta.sum())
@@ -164,6 +190,8 @@ def run_experiment(
     attack_options: dict[str, dict[str, Any]] | None = None,
     verbose: int = 1,
     eval_batch_size: int = 256,
+    parallel_clones: int | None = None,
+    precision: str = "float32",
 ) -> dict[str, Any]:
     """Attack every defense setting with every attack; return the results dict.
 
@@ -203,7 +231,17 @@ def run_experiment(
             arguments per attack.
         verbose: 0 silent; 1 a progress bar over runs; 2 also the attacks'
             own progress bars.
-        eval_batch_size: batch size for test-set predictions.
+        eval_batch_size: batch size for test-set predictions and for the
+            victim's answers (the black box's chunks).
+        parallel_clones: None (default): every clone trains on its own
+            (Keras ``fit``). ``N``: on the JAX backend, the KnockoffNets runs
+            with random sampling that share clone-training settings and budget
+            train together, ``N`` at a time, in one compiled program
+            (:mod:`keras_dcp.experiments.parallel`); the other runs go one at a
+            time. On another backend a one-line notice says so and every
+            clone trains on its own.
+        precision: ``"float32"`` or ``"mixed_bfloat16"`` (bfloat16 compute,
+            float32 variables) for the clones, both ways of training.
 
     Returns:
         The results dict (see :mod:`keras_dcp.experiments.schema`), with
@@ -223,6 +261,8 @@ def run_experiment(
     if not attacks:
         raise ValueError("Give at least one attack.")
     attack_classes = {name: attack_class(name) for name in attacks}  # unknown names fail here
+    check_parallel_clones(parallel_clones)
+    check_choice("precision", precision, ("float32", "mixed_bfloat16"))
     layers = [(spec, build_defense(spec)) for spec in defenses]  # fail on bad specs before any work
 
     x_test = to_float(x_test)
@@ -248,7 +288,8 @@ def run_experiment(
     if budget is None:
         raise ValueError("Give a query budget for MAZE/DFME.")
     budget = check_int("budget", budget, minimum=1)
-    make_clone = make_clone or _default_make_clone(victim)
+    architecture = make_clone or _default_make_clone(victim)
+    make_clone = with_precision(architecture, precision)
 
     if int(y_test.max()) >= num_classes:
         raise ValueError(
@@ -257,6 +298,11 @@ def run_experiment(
         )
     undefended_test = predict_padded(victim, x_test, eval_batch_size)
     victim_accuracy = float(np.mean(np.argmax(undefended_test, axis=1) == y_test))
+    parallel_clones = resolve_parallel_clones(parallel_clones)
+    batch = None
+    if parallel_clones is not None:
+        batch = CloneBatch(parallel_clones, architecture, x_queries, precision=precision,
+                           eval_batch_size=eval_batch_size, verbose=1 if verbose else 0)
     runs = []
     progress = _progress(len(layers) * len(attacks), verbose)
     for spec, layer in layers:
@@ -264,11 +310,13 @@ def run_experiment(
         served = victim if layer is None else protect(victim, layer)
         defended_test = predict_padded(served, x_test, eval_batch_size)
         defender_accuracy = float(np.mean(np.argmax(defended_test, axis=1) == y_test))
+        answers = {}  # this defense's answers by query batch, shared by its runs
         for attack_name in attacks:
             if progress is not None:
                 progress.set_description(f"{spec} / {attack_name}")
             keras.utils.set_random_seed(seed)
-            meter = DefenseMeter(served, victim)
+            cache = answers if attack_classes[attack_name].needs_query_images else None
+            meter = DefenseMeter(served, victim, batch_size=eval_batch_size, cache=cache)
             black_box = attack_lib.BlackBox(
                 meter, budget=budget, input_shape=input_shape, num_classes=num_classes, batch_size=eval_batch_size
             )
@@ -277,6 +325,12 @@ def run_experiment(
                 seed=seed, verbose=1 if verbose >= 2 else 0, distribute_strategy=distribute_strategy,
                 options=(attack_options or {}).get(attack_name),
             )
+            run = {"defense": name, "params": params, "spec": spec, "attack": attack_name, "budget": budget,
+                   "queries_used": 0, "defender_accuracy": defender_accuracy}
+            runs.append(run)
+            if batch is not None and batch.accepts(attack):
+                batch.add(run, attack, black_box, meter, budget, np.argmax(defended_test, axis=1))
+                continue  # trained below, with others
             started = time.perf_counter()
             if attack_classes[attack_name].needs_query_images:
                 clone = attack.extract(black_box, x_queries, budget=budget)
@@ -285,15 +339,9 @@ def run_experiment(
             seconds = time.perf_counter() - started
             meter.recording = False
             report = attack_lib.evaluate_clone(clone, black_box, x_test, y_test, undefended=victim)
-            runs.append(
+            run.update(
                 {
-                    "defense": name,
-                    "params": params,
-                    "spec": spec,
-                    "attack": attack_name,
-                    "budget": budget,
                     "queries_used": int(black_box.queries_used),
-                    "defender_accuracy": defender_accuracy,
                     "attacker_accuracy": float(report["attacker_accuracy"]),
                     "agreement": float(report["agreement"]),
                     "agreement_undefended": float(report["agreement_undefended"]),
@@ -306,6 +354,8 @@ def run_experiment(
             if progress is not None:
                 progress.update(1)
                 progress.set_postfix(clone=f"{report['attacker_accuracy']:.3f}")
+    if batch is not None:
+        batch.train_and_evaluate(x_test, y_test, np.argmax(undefended_test, axis=1), progress)
     if progress is not None:
         progress.close()
     results = {
@@ -326,8 +376,12 @@ def run_experiment(
             "learning_rate": float(learning_rate),
             "seed": int(seed),
             "backend": keras.backend.backend(),
+            "parallel_clones": parallel_clones,
+            "precision": precision,
         },
     }
+    if batch is not None and batch.groups:
+        results["config"]["clone_groups"] = batch.groups
     return validate_results(results)
 
 
