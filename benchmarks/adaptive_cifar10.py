@@ -7,11 +7,11 @@ distortion, the clone accuracy of every attack and the thief's best response.
 
 Defenses: none; DCP at ``--dcp`` settings (beta = tau); keyed DCP
 (:class:`keras_dcp.KeyedDeception`, DCP at the README defaults plus secret label
-moves) at each ``--keyed-budget`` (benign accuracy the defender accepts to lose,
-in points: ``flip_tau`` is calibrated on ``--calibration`` held-out CIFAR-10
-training images the victim never saw, from train_extra.npz, with
-:func:`keras_dcp.defenses.calibrate_flip_threshold`; the key is fixed by
-``--key`` so the run repeats).
+moves on low-energy queries) at each ``--keyed-budget`` (benign accuracy the
+defender accepts to lose, in points: ``energy_threshold`` is calibrated on
+``--calibration`` held-out CIFAR-10 training images the victim never saw, from
+train_extra.npz, with :func:`keras_dcp.defenses.calibrate_energy_threshold`;
+the key is fixed by ``--key`` so the run repeats).
 
 Attacks: ``knockoff`` (soft), ``knockoff-label``, ``knockoff-aware`` with the
 defense's true DCP parameters ("known") and with ``defense="estimate"``,
@@ -58,8 +58,9 @@ def main(argv=None):
     import numpy as np
 
     from keras_dcp import experiments
-    from keras_dcp.defenses import calibrate_flip_threshold
+    from keras_dcp.defenses import calibrate_energy_threshold
     from keras_dcp.model_io import load_keras_model
+    from keras_dcp.protect import logits_tensor
 
     victim = load_keras_model(args.victim, what="victim")
     test = np.load(os.path.join(args.data, "cifar10", "test.npz"))
@@ -70,14 +71,15 @@ def main(argv=None):
     x_queries = queries[np.sort(np.random.default_rng(args.seed).permutation(len(queries))[: args.budget])]
     held_out = np.load(os.path.join(args.data, "cifar10", "train_extra.npz"))
     x_cal, y_cal = held_out["x"][: args.calibration], held_out["y"][: args.calibration]
-    cal_probabilities = victim.predict(x_cal.astype("float32") / 255.0, batch_size=500, verbose=0)
+    inputs, logits = logits_tensor(victim)
+    cal_logits = keras.Model(inputs, logits).predict(x_cal.astype("float32") / 255.0, batch_size=500, verbose=0)
 
     settings = [("none", "none", {})]
     for beta in args.dcp or [0.7, 0.9]:
         settings.append((f"dcp {beta:g}", f"dcp:beta={beta:g},gamma=0.2", {"beta": beta, "gamma": 0.2, "tau": beta}))
     for budget in args.keyed_budget if args.keyed_budget is not None else [0.0, 0.5, 1.0]:
-        flip_tau = calibrate_flip_threshold(cal_probabilities, y_cal, budget)
-        spec = f"dcp-keyed:beta=0.7,gamma=0.2,flip_tau={flip_tau:.6f},key={args.key}"
+        threshold = calibrate_energy_threshold(cal_logits, y_cal, budget)
+        spec = f"dcp-keyed:beta=0.7,gamma=0.2,energy_threshold={threshold:.6f},key={args.key}"
         settings.append((f"keyed {budget:g} pt", spec, {"beta": 0.7, "gamma": 0.2, "tau": 0.7}))
 
     done = set()

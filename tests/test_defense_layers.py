@@ -49,7 +49,6 @@ DEFENSES = {
     "mad_argmax_logits": (lambda: keras_dcp.MAD(_second_model(logits=True), eps=1.0, preserve_top1=True), True, False),
     "mad_jacobian": (lambda: keras_dcp.MAD(_second_model(), eps=0.5, objective="jacobian"), True, False),
     "am": (lambda: keras_dcp.AdaptiveMisinformation(_second_model(), tau=0.6), True, True),
-    "dcp_keyed": (lambda: keras_dcp.KeyedDeception(flip_tau=0.6, key=3, store_key=True), True, True),
 }
 IDS = list(DEFENSES)
 

@@ -8,7 +8,7 @@
 from keras_dcp.defenses.base import OutputDefense
 from keras_dcp.defenses.deception import DeceptionLayer
 from keras_dcp.defenses.edgetpu import EdgeTPUDeception
-from keras_dcp.defenses.keyed import KeyedDeception, calibrate_flip_threshold
+from keras_dcp.defenses.keyed import KeyedDeception, calibrate_energy_threshold
 from keras_dcp.defenses.mad import MAD
 from keras_dcp.defenses.misinformation import AdaptiveMisinformation
 from keras_dcp.defenses.registry import (
@@ -41,7 +41,7 @@ __all__ = [
     "TopK",
     "TopLabel",
     "build_defense",
-    "calibrate_flip_threshold",
+    "calibrate_energy_threshold",
     "defense_class",
     "defense_defaults",
     "defense_names",

@@ -61,7 +61,7 @@ from keras_dcp.ops.edgetpu import (
     EDGETPU_RECIPROCAL_POINTS,
     deception_edgetpu,
 )
-from keras_dcp.ops.keyed import keyed_deception, keyed_uniforms, move_probability
+from keras_dcp.ops.keyed import energy, keyed_deception, keyed_uniforms
 from keras_dcp.ops.mad import jacobian_objective, mad, mad_from_jacobian, mad_objective, mad_target
 from keras_dcp.ops.misinformation import adaptive_misinformation
 from keras_dcp.ops.rows import PROB_CEIL, PROB_FLOOR, SUM_TOLERANCE, first_argmax, sanitize
@@ -78,6 +78,7 @@ __all__ = [
     "deception",
     "deception_edgetpu",
     "detector",
+    "energy",
     "first_argmax",
     "jacobian_objective",
     "keep_top1",
@@ -88,7 +89,6 @@ __all__ = [
     "mad_from_jacobian",
     "mad_objective",
     "mad_target",
-    "move_probability",
     "noise_from_logit",
     "reverse_sigmoid",
     "reverse_sigmoid_noise",
