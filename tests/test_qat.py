@@ -276,3 +276,25 @@ def test_cli_export_train(tmp_path, capsys):
     assert (tmp_path / "r.json").exists()
     assert main(["export", str(tmp_path / "p.keras"), "-o", str(tmp_path / "q.tflite"), "--quantize", "fp16",
                  "--train", str(tmp_path / "train.npz")]) == 2
+
+
+def test_qat_export_for_the_edge_tpu_is_int8_end_to_end():
+    # issue 12: the zoo's Rescaling is an int8 DEPTHWISE_CONV_2D in QAT exports, so with the Edge TPU
+    # formulation of DCP on the QAT model's logits every op maps to the Edge TPU.
+    from keras_dcp.attacks import _testing
+    from keras_dcp.cli.audit import failed_requirements
+
+    data = _testing.digits(16)
+    keras.utils.set_random_seed(0)
+    model = keras_dcp.models.get_model("small_cnn", (16, 16, 3), 10, width=4)
+    model.compile(optimizer=keras.optimizers.Adam(3e-3), loss="sparse_categorical_crossentropy")
+    model.fit(*data["train"], epochs=3, verbose=0)
+    quantized = qat.quantize_model(qat.to_tf_keras(model))
+    qat.calibrate_ranges(quantized, data["train"][0])
+    protected = qat.protect_qat(quantized, keras_dcp.EdgeTPUDeception())
+    content = export_tflite(protected, None, quantize="int8", tail="int8", representative=data["train"][0][:200])
+    report = audit_tflite(content)
+    assert failed_requirements(report, ["edgetpu", "int8-io"]) == []
+    assert report["ops"][0]["op"] == "DEPTHWISE_CONV_2D"
+    reference = keras_dcp.tflite.protect_for_edgetpu(model)
+    assert keras_dcp.tflite.fidelity(content, reference, data["test"][0])["agreement"] > 0.95

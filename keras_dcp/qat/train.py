@@ -66,16 +66,29 @@ def protect_qat(model: Any, defense: Any = None) -> Any:
         model: a tf_keras model ending in probabilities (e.g. the output of
             :func:`quantize_model` on a zoo victim).
         defense: a Keras 3 defense layer (e.g. ``keras_dcp.DeceptionLayer()``),
-            a twin, or None for ``DeceptionLayer()``.
+            a twin, or None for ``DeceptionLayer()``. A defense that takes
+            logits (``keras_dcp.EdgeTPUDeception``) is wired on the input of
+            the model's last Softmax, so that
+            ``export_tflite(..., quantize="int8", tail="int8", representative=x)``
+            gives an all-int8 graph the Edge TPU maps whole.
 
     Returns:
         A tf_keras functional model: ``defense(model(x))``.
     """
     tf_keras = tf_keras_module()
     defense = DeceptionLayer() if defense is None else defense
+    logits_input = getattr(defense, "input_kind", getattr(getattr(defense, "keras3_class", None), "input_kind", None))
+    if getattr(defense, "needs_inputs", False):
+        raise ValueError(f"protect_qat() does not wire defenses that also read the query ({type(defense).__name__}).")
     if not isinstance(defense, tf_keras.layers.Layer):
         defense = twin_of(defense)
-    return tf_keras.Model(model.inputs, defense(model.outputs[0]), name=f"{model.name}_protected")
+    source = model.outputs[0]
+    if logits_input == "logits":
+        softmaxes = [layer for layer in model.layers if isinstance(getattr(layer, "layer", layer), tf_keras.layers.Softmax)]
+        if not softmaxes:
+            raise ValueError(f"{type(defense).__name__} takes logits and the model has no Softmax layer to start from.")
+        source = softmaxes[-1].input
+    return tf_keras.Model(model.inputs, defense(source), name=f"{model.name}_protected")
 
 
 __all__ = ["protect_qat", "train_qat"]
