@@ -56,7 +56,7 @@ import numpy as np
 from keras import ops
 
 from keras_dcp.ops.deception import limit_l1
-from keras_dcp.ops.rows import as_probabilities, first_argmax, is_empty, restore_nan, sanitize, valid_rows
+from keras_dcp.ops.rows import as_probabilities, first_argmax, is_empty, reference_rows, restore_nan
 
 #: A direction shorter than this (in l2) is taken as zero: float32 noise, not a direction.
 NORM_FLOOR = 1e-6
@@ -192,9 +192,7 @@ def _defend(y, eps, preserve_top1, make_score, other_total):
         return y
     dtype = ops.dtype(y)
     y32 = ops.cast(y, "float32")
-    total = ops.sum(y32, axis=-1, keepdims=True)
-    valid = valid_rows(total, ops.min(y32, axis=-1, keepdims=True))
-    reference = ops.where(valid, y32, sanitize(y32))
+    total, valid, reference = reference_rows(y32)
     target = mad_target(reference, make_score(reference), preserve_top1)
     moved = limit_l1(reference, target, eps)
     out = ops.cast(moved, dtype)

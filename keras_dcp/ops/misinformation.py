@@ -24,7 +24,7 @@ from typing import Any
 from keras import ops
 
 from keras_dcp.ops.deception import detector_from_max
-from keras_dcp.ops.rows import as_probabilities, is_empty, restore_nan, row_max, sanitize, valid_rows
+from keras_dcp.ops.rows import as_probabilities, is_empty, reference_rows, restore_nan, row_max
 
 
 def adaptive_misinformation(y: Any, y_misinformation: Any, tau: float = 0.5, nu: float | None = 1000.0):
@@ -63,13 +63,8 @@ def adaptive_misinformation(y: Any, y_misinformation: Any, tau: float = 0.5, nu:
         return y
     dtype = ops.dtype(y)
     y32 = ops.cast(y, "float32")
-    total = ops.sum(y32, axis=-1, keepdims=True)
-    valid = valid_rows(total, ops.min(y32, axis=-1, keepdims=True))
-    reference = ops.where(valid, y32, sanitize(y32))
-    hat32 = ops.cast(y_hat, "float32")
-    hat_total = ops.sum(hat32, axis=-1, keepdims=True)
-    hat_valid = valid_rows(hat_total, ops.min(hat32, axis=-1, keepdims=True))
-    misinformation = ops.where(hat_valid, hat32, sanitize(hat32))
+    total, valid, reference = reference_rows(y32)
+    hat_total, _, misinformation = reference_rows(ops.cast(y_hat, "float32"))
     alpha = detector_from_max(row_max(reference), tau, nu)
     out = ops.cast(reference + alpha * (misinformation - reference), dtype)
     # Select from the caller's tensor, so untouched rows are bit-identical in every dtype.

@@ -108,6 +108,14 @@ def valid_rows(total, lowest):
     return (ops.abs(total - 1.0) <= SUM_TOLERANCE) & (lowest >= 0.0)
 
 
+def reference_rows(y32: Any):
+    """``(total, valid, reference)`` of float32 rows: their sums, :func:`valid_rows`, and the rows a
+    defense reads (valid rows as they are, others as :func:`sanitize` makes them). ``(batch, K)`` in."""
+    total = ops.sum(y32, axis=-1, keepdims=True)
+    valid = valid_rows(total, ops.min(y32, axis=-1, keepdims=True))
+    return total, valid, ops.where(valid, y32, sanitize(y32))
+
+
 def restore_nan(total, out):
     """Rows whose sum is NaN come back as all-NaN rows of ``out``."""
     return ops.where(ops.isnan(total), float("nan"), out)
@@ -122,6 +130,7 @@ __all__ = [
     "first_argmax",
     "is_empty",
     "normalize",
+    "reference_rows",
     "restore_nan",
     "row_max",
     "sanitize",
