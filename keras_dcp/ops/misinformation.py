@@ -64,7 +64,7 @@ def adaptive_misinformation(y: Any, y_misinformation: Any, tau: float = 0.5, nu:
     dtype = ops.dtype(y)
     y32 = ops.cast(y, "float32")
     total, valid, reference = reference_rows(y32)
-    hat_total, _, misinformation = reference_rows(ops.cast(y_hat, "float32"))
+    _, _, misinformation = reference_rows(ops.cast(y_hat, "float32"))
     alpha = detector_from_max(row_max(reference), tau, nu)
     out = ops.cast(reference + alpha * (misinformation - reference), dtype)
     # Select from the caller's tensor, so untouched rows are bit-identical in every dtype.
