@@ -278,7 +278,7 @@ def test_cifar10_gpu_script_dry_run_on_jax(tmp_path):
         OUT=str(tmp_path / "out"), PYTHON=sys.executable, SKIP_WHEELS="1", PYTHONPATH=str(blocker),
         PACK_LIMIT_MB="0.4", PACK_FIRST_MB="0.3", ARCH="small_cnn", WIDTH="4", VICTIM_EPOCHS="1",
         # Every group has 2 clones at 64 queries, so one program is compiled for the whole grid.
-        CLONE_EPOCHS="1", BUDGET="64", BASELINE_BUDGETS="64", SWEEPS="dcp:beta=0.9,gamma=0.2 mad",
+        CLONE_EPOCHS="1", BUDGET="64", BASELINE_BUDGETS="64", SWEEPS="dcp:beta=0.9,gamma=0.2 mad:eps=1.0 nosuch",
         PARALLEL="2", PRECISION="float32", EVAL_BATCH="64", GRID_SECONDS="400", JAX_PLATFORMS="cpu",
         TF_CPP_MIN_LOG_LEVEL="2",
     )
@@ -303,14 +303,16 @@ def test_cifar10_gpu_script_dry_run_on_jax(tmp_path):
 
     validate_results(results)
     runs = [(r["spec"], r["attack"], r["budget"]) for r in results["runs"]]
-    # none and DCP (mad is unknown in this checkout: skipped), then the undefended budget sweep
+    # none, DCP and MAD (the unknown name is skipped with a note), then the undefended budget sweep
     assert runs == [("none", "knockoff", 64), ("none", "knockoff-label", 64),
                     ("dcp:beta=0.9,gamma=0.2", "knockoff", 64), ("dcp:beta=0.9,gamma=0.2", "knockoff-label", 64),
+                    ("mad:eps=1.0", "knockoff", 64), ("mad:eps=1.0", "knockoff-label", 64),
                     ("none", "knockoff", 64), ("none", "knockoff-label", 64)]
+    assert "skipping 'nosuch'" in (tmp_path / "w" / "logs" / "grid.log").read_text()
     assert all(r["queries_used"] == 64 for r in results["runs"])
     assert results["victim"]["training"]["train_images"] == 96 + 64
     assert results["config"]["parallel_clones"] == 2 and results["config"]["clone_images_per_second"] > 0
-    assert [g["clones"] for g in results["config"]["clone_groups"]] == [2, 2, 2]
+    assert [g["clones"] for g in results["config"]["clone_groups"]] == [2, 2, 2, 2]
     timing = json.loads((out / "timing.json").read_text())
     assert timing["victim_start_to_grid_end_s"] > 0
     assert "best response" in (out / "table.txt").read_text() and (out / "tradeoff.png").exists()
