@@ -172,9 +172,11 @@ def _export_faithful(args, model, representative):
 
     split_protected_keras(model)  # a clear error before any training if the model is not protected
     x_train = load_training_images(args.train, tuple(model.input_shape[1:]), args.train_max, args.seed)
+    print(f"faithful int8: {args.qat_seeds} candidate(s), each distilled from the float model on {len(x_train)} "
+          f"training images and as many mixup blends for {args.qat_epochs} epoch(s)", flush=True)
     content, report = faithful_int8(
         model, x_train, io_type=args.io, epochs=args.qat_epochs, seeds=range(args.seed, args.seed + args.qat_seeds),
-        calibration=representative, verbose=0,
+        calibration=representative, verbose=1,
     )
     with atomic_output(args.output) as temporary:
         with open(temporary, "wb") as handle:
