@@ -53,7 +53,10 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("results", help="the --json file of benchmarks/adaptive_cifar10.py")
     args = parser.parse_args(argv)
-    runs = load_runs(args.results)
+    try:
+        runs = load_runs(args.results)
+    except (OSError, ValueError, KeyError) as error:
+        parser.error(f"{args.results}: not readable as the JSON lines of benchmarks/adaptive_cifar10.py ({error})")
     if not runs:
         parser.error(f"{args.results}: no runs")
     print(format_tables(runs))
