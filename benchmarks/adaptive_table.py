@@ -55,11 +55,12 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     try:
         runs = load_runs(args.results)
-    except (OSError, ValueError, KeyError) as error:
-        parser.error(f"{args.results}: not readable as the JSON lines of benchmarks/adaptive_cifar10.py ({error})")
-    if not runs:
-        parser.error(f"{args.results}: no runs")
-    print(format_tables(runs))
+        if not runs:
+            parser.error(f"{args.results}: no runs")
+        table = format_tables(runs)
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        parser.error(f"{args.results}: not readable as the JSON lines of benchmarks/adaptive_cifar10.py ({error!r})")
+    print(table)
     return 0
 
 

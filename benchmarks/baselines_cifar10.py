@@ -173,7 +173,7 @@ def main(argv=None):
     # MAD and AM first, then none and DCP (whose cells benchmarks/adaptive_cifar10.py also runs, on the
     # same queries and clone training): one defense at a time, saved after each, so a stopped run keeps
     # the cells found nowhere else.
-    baselines_first = sorted(specs, key=lambda spec: not spec.startswith(("mad", "am")))
+    baselines_first = sorted(specs, key=lambda spec: parse_spec(spec)[0] not in ("mad", "am"))
     for spec in baselines_first:
         keras.utils.set_random_seed(args.seed)  # the same MAD surrogate init and clone init per spec
         part = run_experiment(

@@ -4,8 +4,8 @@ For each benign budget (accuracy points the defender accepts to lose), the
 threshold of each score is calibrated on ``--calibration`` held-out CIFAR-10
 training images the victim never saw (``train_extra.npz``): the largest
 threshold whose expected cost, ``mean_i [s_i < t] ([correct_i] - [wrong_i] / (K - 1))``,
-stays within budget (:func:`keras_dcp.defenses.calibrate_energy_threshold` for
-the energy). Then, with ``flip_rate = 1``: the share of Tiny-ImageNet queries
+stays within budget (:func:`keras_dcp.defenses.keyed.calibrate_threshold`; for the energy,
+:func:`keras_dcp.defenses.calibrate_energy_threshold`). Then, with ``flip_rate = 1``: the share of Tiny-ImageNet queries
 whose label moves (what the thief loses), and the expected accuracy cost on the
 CIFAR-10 test images (whether the held-out calibration carries over).
 
@@ -22,20 +22,6 @@ import sys
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 
-def threshold_for_budget(scores, correct, num_classes, budget_points):
-    """The largest ``t`` such that moving every row with ``score < t`` costs at most ``budget_points``."""
-    import numpy as np
-
-    order = np.argsort(scores)
-    gains = (correct[order] - (~correct[order]) / (num_classes - 1)) / len(scores)
-    fits = np.flatnonzero(np.cumsum(gains) <= budget_points / 100.0 + 1e-12)
-    if not len(fits):
-        return float("-inf")
-    last = int(fits.max())
-    following = scores[order[last + 1]] if last + 1 < len(scores) else scores[order[last]] + 1.0
-    return float(0.5 * (scores[order[last]] + following))
-
-
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--victim", required=True)
@@ -48,7 +34,8 @@ def main(argv=None) -> int:
     import numpy as np
 
     from keras_dcp.defenses import calibrate_energy_threshold
-    from keras_dcp.defenses.keyed import expected_benign_cost
+    from keras_dcp.defenses.keyed import calibrate_threshold, expected_benign_cost
+    from keras_dcp.ops import energy
     from keras_dcp.model_io import load_keras_model
     from keras_dcp.protect import logits_tensor
 
@@ -60,7 +47,7 @@ def main(argv=None) -> int:
         with np.load(os.path.join(args.data, name)) as data:
             x = data["x"][:limit]
             y = data["y"][:limit].reshape(-1) if "y" in data else None
-        return logits_model.predict(x.astype("float32") / 255.0, batch_size=500, verbose=0).astype("float64"), y
+        return logits_model.predict(x.astype("float32") / 255.0, batch_size=500, verbose=0), y
 
     cal, y_cal = load("cifar10/train_extra.npz", args.calibration)
     test, y_test = load("cifar10/test.npz")
@@ -68,10 +55,8 @@ def main(argv=None) -> int:
     num_classes = cal.shape[1]
 
     def scores(z):
-        peak = z.max(axis=1, keepdims=True)
-        energy = (peak + np.log(np.exp(z - peak).sum(axis=1, keepdims=True)))[:, 0]
-        top_probability = (1.0 / np.exp(z - peak).sum(axis=1))
-        return {"energy": energy, "top_probability": top_probability}
+        log_normaliser = keras.ops.convert_to_numpy(energy(z))[:, 0]  # the layer's own energy
+        return {"energy": log_normaliser, "top_probability": np.exp(z.max(axis=1) - log_normaliser)}
 
     s_cal, s_test, s_queries = scores(cal), scores(test), scores(queries)
     correct_cal = cal.argmax(1) == y_cal
@@ -82,7 +67,7 @@ def main(argv=None) -> int:
             if name == "energy":
                 threshold = calibrate_energy_threshold(cal, y_cal, budget)
             else:
-                threshold = threshold_for_budget(s_cal[name], correct_cal, num_classes, budget)
+                threshold = calibrate_threshold(s_cal[name], correct_cal, budget, num_classes)
             moved_test = s_test[name] < threshold
             row = {
                 "budget_points": budget, "score": name, "threshold": threshold,

@@ -104,3 +104,28 @@ def test_exports_to_savedmodel_and_tflite_with_the_same_answers(tmp_path):
     served = loaded.serve(tf.constant(x)).numpy()
     np.testing.assert_allclose(served, expected, atol=1e-6)
     np.testing.assert_allclose(predict(export_tflite(protected), x), expected, atol=1e-5)
+
+
+def test_calibration_refuses_bad_inputs_with_a_clear_error():
+    z = _logits(50, seed=5)
+    labels = z.argmax(1)
+    with pytest.raises(ValueError, match="finite"):
+        calibrate_energy_threshold(np.where(np.arange(50)[:, None] == 3, np.nan, z), labels, 1.0)
+    with pytest.raises(ValueError, match="one label per row"):
+        calibrate_energy_threshold(z, labels[:-1], 1.0)
+    with pytest.raises(ValueError, match="non-empty"):
+        calibrate_energy_threshold(np.zeros((0, 10), "float32"), np.zeros(0, int), 1.0)
+    with pytest.raises(ValueError, match="shape"):
+        calibrate_energy_threshold(z[:, 0], labels, 1.0)
+    with pytest.raises(ValueError, match="budget_points"):
+        calibrate_energy_threshold(z, labels, -1.0)
+
+
+def test_energy_calibration_is_the_shared_calibration_on_the_layers_energy():
+    from keras_dcp.defenses import calibrate_threshold
+
+    z = _logits(3000, seed=6)
+    labels = np.random.default_rng(7).integers(0, 10, 3000)
+    for budget in (0.5, 2.0):
+        assert calibrate_energy_threshold(z, labels, budget) == calibrate_threshold(
+            _energy(z), z.argmax(1) == labels, budget, 10)

@@ -8,7 +8,7 @@
 from keras_dcp.defenses.base import OutputDefense
 from keras_dcp.defenses.deception import DeceptionLayer
 from keras_dcp.defenses.edgetpu import EdgeTPUDeception
-from keras_dcp.defenses.keyed import KeyedDeception, calibrate_energy_threshold
+from keras_dcp.defenses.keyed import KeyedDeception, calibrate_energy_threshold, calibrate_threshold
 from keras_dcp.defenses.mad import MAD
 from keras_dcp.defenses.misinformation import AdaptiveMisinformation
 from keras_dcp.defenses.registry import (
@@ -42,6 +42,7 @@ __all__ = [
     "TopLabel",
     "build_defense",
     "calibrate_energy_threshold",
+    "calibrate_threshold",
     "defense_class",
     "defense_defaults",
     "defense_names",

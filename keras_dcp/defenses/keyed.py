@@ -153,9 +153,51 @@ def expected_benign_cost(moves: np.ndarray, correct: np.ndarray, num_classes: in
     return float(np.mean(np.asarray(moves, "float64") * (correct - (~correct) / (num_classes - 1))))
 
 
+def calibrate_threshold(scores: np.ndarray, correct: np.ndarray, budget_points: float, num_classes: int,
+                        flip_rate: float = 1.0) -> float:
+    """The largest ``t`` such that moving the rows with ``score < t`` costs at most ``budget_points``.
+
+    The cost of moving the ``i`` lowest-scored rows is
+    ``flip_rate * sum_j ([correct_j] - [wrong_j] / (K - 1)) / n``
+    (:func:`expected_benign_cost`); ``t`` lies halfway between the last row
+    moved and the next one.
+
+    Args:
+        scores: ``(n,)`` finite familiarity scores (lower: less familiar).
+        correct: ``(n,)`` whether the model is right on each row.
+        budget_points: the accuracy the user accepts to lose, in points.
+        num_classes: ``K``.
+        flip_rate: the chance that a flagged row moves, in [0, 1].
+
+    Returns:
+        ``t`` (``-inf`` when not even the least familiar row fits the budget).
+    """
+    scores = np.asarray(scores, "float64").reshape(-1)
+    correct = np.asarray(correct, bool).reshape(-1)
+    if not len(scores) or len(scores) != len(correct):
+        raise ValueError(f"`scores` and `correct` must be non-empty and of one length. Received: {len(scores)} "
+                         f"scores and {len(correct)} flags.")
+    if not np.all(np.isfinite(scores)):
+        raise ValueError("`scores` must be finite; NaN or inf found (non-finite logits?).")
+    budget = check_number("budget_points", budget_points, minimum=0.0) / 100.0
+    flip_rate = check_number("flip_rate", flip_rate, minimum=0.0, maximum=1.0)
+    order = np.argsort(scores)
+    gains = flip_rate * (correct[order] - (~correct[order]) / (num_classes - 1)) / len(scores)
+    fits = np.flatnonzero(np.cumsum(gains) <= budget + 1e-12)
+    if not len(fits):
+        return float("-inf")
+    last = int(fits.max())  # the most rows moved while the cost is within budget
+    edge = scores[order[last]]
+    following = scores[order[last + 1]] if last + 1 < len(scores) else edge + 1.0
+    return float(0.5 * (edge + following))
+
+
 def calibrate_energy_threshold(logits: np.ndarray, labels: np.ndarray, budget_points: float,
                                flip_rate: float = 1.0) -> float:
     """The largest ``energy_threshold`` whose expected benign accuracy cost stays within ``budget_points``.
+
+    The energies are the layer's own (:func:`keras_dcp.ops.energy`, float32),
+    so a row flagged here is flagged by the deployed layer.
 
     Args:
         logits: the model's logits on the defender's held-out labelled images, ``(n, K)``.
@@ -166,22 +208,16 @@ def calibrate_energy_threshold(logits: np.ndarray, labels: np.ndarray, budget_po
     Returns:
         ``E_0`` (``-inf`` when not even the least familiar image fits the budget).
     """
-    logits = np.asarray(logits, "float64")
-    num_classes = logits.shape[1]
-    budget = check_number("budget_points", budget_points, minimum=0.0) / 100.0
-    peak = logits.max(axis=1, keepdims=True)
-    energies = (peak + np.log(np.exp(logits - peak).sum(axis=1, keepdims=True)))[:, 0]
-    correct = logits.argmax(axis=1) == np.asarray(labels).reshape(-1)
-    order = np.argsort(energies)
-    # Moving the i least familiar images (threshold just above the i-th energy):
-    gains = flip_rate * (correct[order] - (~correct[order]) / (num_classes - 1)) / len(energies)
-    fits = np.flatnonzero(np.cumsum(gains) <= budget + 1e-12)
-    if not len(fits):
-        return float("-inf")
-    last = int(fits.max())  # the most images moved while the cost is within budget
-    edge = energies[order[last]]
-    following = energies[order[last + 1]] if last + 1 < len(energies) else edge + 1.0
-    return float(0.5 * (edge + following))
+    logits = np.asarray(logits, "float32")
+    if logits.ndim != 2 or logits.shape[1] < 2:
+        raise ValueError(f"`logits` must have shape (n, K) with K >= 2. Received: shape={logits.shape}")
+    energies = keras.ops.convert_to_numpy(defense_ops.energy(logits))[:, 0]
+    labels = np.asarray(labels).reshape(-1)
+    if labels.size != len(logits):
+        raise ValueError(f"`labels` must have one label per row of `logits`. Received: {labels.size} "
+                         f"labels for {len(logits)} rows.")
+    correct = logits.argmax(axis=1) == labels
+    return calibrate_threshold(energies, correct, budget_points, logits.shape[1], flip_rate)
 
 
-__all__ = ["KeyedDeception", "calibrate_energy_threshold", "expected_benign_cost"]
+__all__ = ["KeyedDeception", "calibrate_energy_threshold", "calibrate_threshold", "expected_benign_cost"]
