@@ -78,9 +78,15 @@ def parse_args(argv=None):
     parser.add_argument("--json", required=True, help="the results JSON (rewritten after each defense)")
     parser.add_argument("--plot", help="the trade-off plot (.png)")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing --json")
+    parser.add_argument("--resume", action="store_true",
+                        help="extend an existing --json: run only the (defense, attack) cells it lacks")
     args = parser.parse_args(argv)
-    if os.path.exists(args.json) and not args.overwrite:
-        parser.error(f"--json {args.json} exists; pass --overwrite to replace it")
+    if args.resume and args.overwrite:
+        parser.error("--resume and --overwrite contradict each other; pass one")
+    if os.path.isdir(args.json):
+        parser.error(f"--json {args.json} is a folder; give a file path")
+    if os.path.exists(args.json) and not (args.overwrite or args.resume):
+        parser.error(f"--json {args.json} exists; pass --overwrite to replace it or --resume to extend it")
     for flag in ("budget", "epochs", "misinformation_epochs"):
         if getattr(args, flag) < 1:
             parser.error(f"--{flag.replace('_', '-')} must be >= 1")
@@ -94,6 +100,21 @@ def _load(path, limit=None, seed=0):
         keep = np.sort(np.random.default_rng(seed).permutation(len(x))[:limit])
         x, y = x[keep], y[keep]
     return x, y
+
+
+def load_previous(path):
+    """The results saved by an earlier run at ``path`` (``--resume``), or None when there is none yet."""
+    if not os.path.exists(path):
+        return None
+    try:
+        with open(path) as handle:
+            results = json.load(handle)
+        cells = {(run["spec"], run["attack"]) for run in results["runs"]}
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        print(f"error: --resume cannot read {path}: {error}", file=sys.stderr)
+        raise SystemExit(2) from None
+    print(f"resuming {path}: {len(cells)} cells done", flush=True)
+    return results
 
 
 def misinformation_model(args, victim, x_train, y_train, x_test, y_test):
@@ -169,15 +190,19 @@ def main(argv=None):
     _, record = misinformation_model(args, victim, x_train, y_train, x_test, y_test)
     print(f"misinformation model: {json.dumps(record)}", flush=True)
 
-    results = None
+    results = load_previous(args.json) if args.resume else None
+    done = {(run["spec"], run["attack"]) for run in results["runs"]} if results else set()
     # MAD and AM first, then none and DCP (whose cells benchmarks/adaptive_cifar10.py also runs, on the
     # same queries and clone training): one defense at a time, saved after each, so a stopped run keeps
     # the cells found nowhere else.
     baselines_first = sorted(specs, key=lambda spec: parse_spec(spec)[0] not in ("mad", "am"))
     for spec in baselines_first:
+        todo = [attack for attack in attacks if (spec, attack) not in done]
+        if not todo:
+            continue
         keras.utils.set_random_seed(args.seed)  # the same MAD surrogate init and clone init per spec
         part = run_experiment(
-            victim, x_test, y_test, x_queries, defenses=[spec], attacks=attacks, budget=args.budget,
+            victim, x_test, y_test, x_queries, defenses=[spec], attacks=todo, budget=args.budget,
             epochs=args.epochs, batch_size=args.batch_size, learning_rate=args.learning_rate, seed=args.seed,
             dataset="cifar10 (shared/data) <- tinyimagenet queries", verbose=1,
         )
@@ -191,6 +216,9 @@ def main(argv=None):
         else:
             results["runs"].extend(part["runs"])
             results["best_responses"] = best_responses(results["runs"])
+            results["config"].setdefault("resumed", []).append(
+                {"command": shlex.join([sys.executable, *sys.argv]), "spec": spec, "attacks": todo,
+                 "date": datetime.datetime.now().isoformat(" ", "seconds")})
         save_results(results, args.json)
     print(format_table(results))
     if args.plot:

@@ -1,0 +1,61 @@
+"""The benchmark scripts' own argument checks and resume logic (no training: they run for hours)."""
+import json
+import os
+import sys
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
+
+import baselines_cifar10  # noqa: E402
+
+REQUIRED = ["--victim", "v.keras", "--misinformation-out", "f.keras"]
+
+
+def test_existing_json_needs_overwrite_or_resume(tmp_path, capsys):
+    out = tmp_path / "r.json"
+    out.write_text("{}")
+    with pytest.raises(SystemExit) as exit_info:
+        baselines_cifar10.parse_args([*REQUIRED, "--json", str(out)])
+    assert exit_info.value.code == 2
+    assert "--resume" in capsys.readouterr().err
+    assert baselines_cifar10.parse_args([*REQUIRED, "--json", str(out), "--resume"]).resume
+    assert out.read_text() == "{}"  # nothing touched by parsing
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--resume", "--overwrite"], "contradict"),
+    (["--budget", "0"], "--budget must be >= 1"),
+])
+def test_contradictions_and_bad_numbers_are_usage_errors(tmp_path, capsys, extra, message):
+    with pytest.raises(SystemExit) as exit_info:
+        baselines_cifar10.parse_args([*REQUIRED, "--json", str(tmp_path / "r.json"), *extra])
+    assert exit_info.value.code == 2
+    assert message in capsys.readouterr().err
+
+
+def test_json_that_is_a_folder_is_refused(tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        baselines_cifar10.parse_args([*REQUIRED, "--json", str(tmp_path), "--resume"])
+    assert "is a folder" in capsys.readouterr().err
+
+
+def test_resume_reads_the_done_cells(tmp_path):
+    path = tmp_path / "r.json"
+    assert baselines_cifar10.load_previous(str(path)) is None  # nothing yet: a fresh run
+    runs = [{"spec": "none", "attack": "knockoff"}, {"spec": "mad:eps=0.5", "attack": "knockoff-label"}]
+    path.write_text(json.dumps({"runs": runs, "config": {}}))
+    assert baselines_cifar10.load_previous(str(path))["runs"] == runs
+
+
+@pytest.mark.parametrize("content", ["{not json", '{"runs": [{"spec": "none"}]}', '{"config": {}}', "[]"])
+def test_resume_from_a_corrupt_file_stops_with_one_line(tmp_path, capsys, content):
+    path = tmp_path / "r.json"
+    path.write_text(content)
+    with pytest.raises(SystemExit) as exit_info:
+        baselines_cifar10.load_previous(str(path))
+    assert exit_info.value.code == 2
+    error = capsys.readouterr().err
+    assert error.startswith(f"error: --resume cannot read {path}") and error.count("\n") == 1
+    assert path.read_text() == content
