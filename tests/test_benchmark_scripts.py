@@ -59,3 +59,34 @@ def test_resume_from_a_corrupt_file_stops_with_one_line(tmp_path, capsys, conten
     error = capsys.readouterr().err
     assert error.startswith(f"error: --resume cannot read {path}") and error.count("\n") == 1
     assert path.read_text() == content
+
+
+import int8_faithful_plot  # noqa: E402
+
+
+def _faithful_record(variant, l1, agreement, accuracy=0.81):
+    sets = {key: {"agreement": agreement, "mean_l1": l1, "rows": 10} for key in int8_faithful_plot.SETS}
+    return {"variant": variant, "float_accuracy": 0.81, "seconds": 100.0,
+            "exports": {"int8": {"accuracy": accuracy, **sets}}}
+
+
+def test_int8_goal_needs_accuracy_and_both_fidelity_bounds():
+    assert int8_faithful_plot.meets_goal(_faithful_record("a", 0.01, 0.995))
+    assert not int8_faithful_plot.meets_goal(_faithful_record("b", 0.03, 0.995))
+    assert not int8_faithful_plot.meets_goal(_faithful_record("c", 0.01, 0.98))
+    assert not int8_faithful_plot.meets_goal(_faithful_record("d", 0.01, 0.995, accuracy=0.805))
+
+
+def test_int8_plot_reads_records_and_refuses_corrupt_lines(tmp_path, capsys):
+    good = tmp_path / "r.jsonl"
+    good.write_text("\n".join(json.dumps(_faithful_record(v, 0.05, 0.97)) for v in ("ptq", "faithful:epochs=0")) + "\n")
+    out = tmp_path / "plot.png"
+    assert int8_faithful_plot.main([str(good), "-o", str(out)]) == 0
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text(json.dumps(_faithful_record("ptq", 0.05, 0.97)) + "\n{truncated\n")
+    with pytest.raises(ValueError, match="line 2 is not an int8_faithful record"):
+        int8_faithful_plot.read_records(str(bad))
+    capsys.readouterr()
+    assert int8_faithful_plot.main([str(tmp_path), "-o", str(tmp_path / "x.png")]) == 2
+    assert capsys.readouterr().err.count("\n") == 1 and not (tmp_path / "x.png").exists()
