@@ -108,3 +108,21 @@ def test_bad_knowledge_is_refused():
         attacks.KnockoffNetsInvert(lambda: None, labels="soft")
     with pytest.raises(ValueError, match="tau"):
         attacks.KnockoffNetsSelective(lambda: None, defense={"tau": 2.0})
+
+
+@pytest.mark.parametrize("defense, estimated", [({"beta": 0.9, "gamma": 0.2, "tau": 0.9}, False), ("estimate", True)])
+def test_results_record_what_the_thief_believed(defense, estimated):
+    from keras_dcp.experiments.runner import belief_report
+
+    data = _testing.digits(16)
+    victim = attacks.BlackBox(keras_dcp.protect(_testing.digits_victim(16), keras_dcp.DeceptionLayer(beta=0.9)),
+                              budget=200)
+    attack = attacks.KnockoffNetsSelective(lambda: _testing.make_mlp(hidden=16), epochs=1, verbose=0, defense=defense)
+    assert belief_report(attack) == {}  # nothing believed before the answers
+    attack.extract(victim, data["query"][0], budget=200)
+    report = belief_report(attack)
+    assert report["thief_estimated"] is estimated
+    assert set(report["thief_defense_params"]) == {"beta", "gamma", "tau"}
+    if not estimated:
+        assert report["thief_defense_params"] == pytest.approx(defense)
+    assert belief_report(attacks.build_attack("knockoff", lambda: None)) == {}

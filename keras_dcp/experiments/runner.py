@@ -133,6 +133,20 @@ def recovery_report(attack: Any, victim: keras.Model, x_queries: np.ndarray | No
     return report
 
 
+def belief_report(attack: Any) -> dict:
+    """For defense-aware attacks: the DCP parameters the thief used, given or estimated from its answers.
+
+    ``{"thief_defense_params": {"beta": float, "gamma": float, "tau": float},
+    "thief_estimated": bool}``; empty for attacks that do not model the defense.
+    """
+    params = getattr(attack, "defense_params", None)
+    knowledge = getattr(attack, "knowledge", None)
+    if not isinstance(params, dict):
+        return {}
+    return {"thief_defense_params": {k: float(v) for k, v in params.items()},
+            "thief_estimated": bool(getattr(knowledge, "estimate", False))}
+
+
 def _default_make_clone(victim):
     """A fresh copy of the victim's architecture (new random weights): the paper's setting."""
 
@@ -349,6 +363,7 @@ def run_experiment(
                     "perturbed_fraction": float(meter.perturbed_fraction),
                     "seconds": float(seconds),
                     **recovery_report(attack, victim, x_queries, eval_batch_size),
+                    **belief_report(attack),
                 }
             )
             if progress is not None:

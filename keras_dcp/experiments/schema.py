@@ -18,7 +18,10 @@ attacker's queries; ``perturbed_fraction`` the share of those answers the
 defense changed (some entry moved by more than ``1e-6``). Optional per-run
 fields: ``recovered_l1``, ``answers_l1`` and ``resolved_fraction`` for attacks
 that estimate the victim's posteriors from the answers
-(:func:`keras_dcp.experiments.runner.recovery_report`).
+(:func:`keras_dcp.experiments.runner.recovery_report`); ``thief_defense_params``
+(``beta``, ``gamma``, ``tau``) and ``thief_estimated`` for defense-aware
+attacks: the parameters they used, given or estimated from the answers
+(:func:`keras_dcp.experiments.runner.belief_report`).
 """
 
 from __future__ import annotations
