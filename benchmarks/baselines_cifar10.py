@@ -57,7 +57,7 @@ DEFAULT_DCP = ("dcp:beta=0.5,gamma=0.2", "dcp:beta=0.9,gamma=0.2")
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
-    parser.add_argument("--victim", required=True, help="the trained CIFAR-10 victim (.keras)")
+    parser.add_argument("--victim", help="the trained CIFAR-10 victim (.keras); not needed with --report-only")
     parser.add_argument("--data", default=DEFAULT_DATA, help="folder with cifar10/ and tinyimagenet/")
     parser.add_argument("--budget", type=int, default=20000, help="queries per attack (default 20000)")
     parser.add_argument("--epochs", type=int, default=30, help="clone training epochs (default 30)")
@@ -68,7 +68,9 @@ def parse_args(argv=None):
     parser.add_argument("--mad-eps", default="0.5,1.0", help="MAD l1 budgets, comma separated (default 0.5,1.0)")
     parser.add_argument("--am-tau", default="0.5,0.8", help="AM thresholds, comma separated (default 0.5,0.8)")
     parser.add_argument("--defense", action="append", default=[], help="more defense specs (e.g. rs:beta=0.5)")
-    parser.add_argument("--misinformation-out", required=True,
+    parser.add_argument("--report-only", action="store_true",
+                        help="train nothing: print the Markdown tables of --json and draw --plot from it")
+    parser.add_argument("--misinformation-out",
                         help="where the misinformation model is cached (.keras): loaded if it exists, "
                         "else trained and saved there")
     parser.add_argument("--misinformation-epochs", type=int, default=30)
@@ -81,6 +83,13 @@ def parse_args(argv=None):
     parser.add_argument("--resume", action="store_true",
                         help="extend an existing --json: run only the (defense, attack) cells it lacks")
     args = parser.parse_args(argv)
+    if args.report_only:
+        if not os.path.isfile(args.json):
+            parser.error(f"--report-only needs an existing results file; --json {args.json} is not one")
+        return args
+    for flag in ("victim", "misinformation_out"):
+        if getattr(args, flag) is None:
+            parser.error(f"--{flag.replace('_', '-')} is required (unless --report-only)")
     if args.resume and args.overwrite:
         parser.error("--resume and --overwrite contradict each other; pass one")
     if os.path.isdir(args.json):
@@ -115,6 +124,56 @@ def load_previous(path):
         raise SystemExit(2) from None
     print(f"resuming {path}: {len(cells)} cells done", flush=True)
     return results
+
+
+def _setting(run):
+    """The run's spec without file paths (``am:tau=0.8,model=/x/f.keras`` -> ``am:tau=0.8``)."""
+    spec = run.get("spec") or run["defense"]
+    name, _, params = spec.partition(":")
+    kept = [p for p in params.split(",") if p and not p.startswith(("model=", "surrogate="))]
+    return name + (":" + ",".join(kept) if kept else "")
+
+
+def _best_with_specs(results):
+    """``results["best_responses"]``, each with the ``spec`` of its runs."""
+    specs = {(run["defense"], repr(sorted(run["params"].items()))): run.get("spec") for run in results["runs"]}
+    return [dict(best, spec=specs.get((best["defense"], repr(sorted(best["params"].items()))))) for best in
+            results["best_responses"]]
+
+
+def markdown_tables(results):
+    """Two Markdown tables: every (defense, attack) cell, and the thief's best response per setting."""
+    lines = ["| defense | attack | benign accuracy | clone accuracy | clone/victim agreement | mean l1 | answers changed |",
+             "|---|---|---|---|---|---|---|"]
+    for run in results["runs"]:
+        lines.append(f"| {_setting(run)} | {run['attack']} | {run['defender_accuracy']:.4f} | "
+                     f"{run['attacker_accuracy']:.4f} | {run['agreement']:.4f} | {run['l1_distance']:.4f} | "
+                     f"{run['perturbed_fraction']:.3f} |")
+    none = [b for b in results["best_responses"] if b["defense"] == "none"]
+    lines += ["", "| defense | benign accuracy (cost, points) | best response | by | vs none (points) |",
+              "|---|---|---|---|---|"]
+    for best in _best_with_specs(results):
+        cost = 100 * (results["victim"]["accuracy"] - best["defender_accuracy"])
+        versus = f"{100 * (best['attacker_accuracy'] - none[0]['attacker_accuracy']):+.1f}" if none else ""
+        lines.append(f"| {_setting(best)} | {best['defender_accuracy']:.4f} ({cost:.1f}) | "
+                     f"**{best['attacker_accuracy']:.4f}** | {best['attack']} | {versus} |")
+    return "\n".join(lines)
+
+
+def report(results, args):
+    """Print the tables and verdicts of ``results``; draw ``--plot``."""
+    from keras_dcp.experiments import format_table, plot_tradeoff
+
+    print(format_table(results))
+    print()
+    print(markdown_tables(results))
+    if args.plot:
+        plot_tradeoff(results, args.plot,
+                      title=f"DCP vs MAD and AM: {results['victim']['architecture']} on CIFAR-10, "
+                      f"budget {results['runs'][0]['budget']}, {args.epochs} clone epochs")
+        print(f"plot: {args.plot}")
+    for line in verdicts(results):
+        print(line)
 
 
 def misinformation_model(args, victim, x_train, y_train, x_test, y_test):
@@ -154,29 +213,34 @@ def defense_specs(args):
 
 def verdicts(results):
     """One line per MAD/AM setting: is it dominated by a DCP setting (no less benign accuracy, no higher best response)?"""
-    dcp_best = [b for b in results["best_responses"] if b["defense"] == "dcp"]
+    dcp_best = [b for b in _best_with_specs(results) if b["defense"] == "dcp"]
     lines = []
-    for entry in results["best_responses"]:
+    for entry in _best_with_specs(results):
         if entry["defense"] not in ("mad", "am"):
             continue
         dominating = [b for b in dcp_best if b["defender_accuracy"] >= entry["defender_accuracy"]
                       and b["attacker_accuracy"] <= entry["attacker_accuracy"]]
         verdict = "not dominated by any DCP setting run here"
         if dominating:
-            shown = ", ".join(f"{k}={v}" for k, v in dominating[0]["params"].items() if v is not None)
-            verdict = f"dominated by dcp({shown})"
-        settings = ", ".join(f"{k}={v}" for k, v in entry["params"].items())
-        lines.append(f"{entry['defense']}({settings}): defender {entry['defender_accuracy']:.4f}, best response "
+            verdict = f"dominated by {_setting(dominating[0])}"
+        lines.append(f"{_setting(entry)}: defender {entry['defender_accuracy']:.4f}, best response "
                      f"{entry['attacker_accuracy']:.4f} ({entry['attack']}): {verdict}")
     return lines
 
 
 def main(argv=None):
     args = parse_args(argv)
+    if args.report_only:
+        results = load_previous(args.json)
+        if not results or not results["runs"]:
+            print(f"error: {args.json} has no runs", file=sys.stderr)
+            return 2
+        report(results, args)
+        return 0
     import keras
 
     from keras_dcp.defenses.registry import parse_spec
-    from keras_dcp.experiments import best_responses, format_table, plot_tradeoff, run_experiment, save_results
+    from keras_dcp.experiments import best_responses, run_experiment, save_results
     from keras_dcp.model_io import load_keras_model
 
     specs = defense_specs(args)
@@ -220,14 +284,7 @@ def main(argv=None):
                 {"command": shlex.join([sys.executable, *sys.argv]), "spec": spec, "attacks": todo,
                  "date": datetime.datetime.now().isoformat(" ", "seconds")})
         save_results(results, args.json)
-    print(format_table(results))
-    if args.plot:
-        plot_tradeoff(results, args.plot,
-                      title=f"DCP vs MAD and AM: {results['victim']['architecture']} on CIFAR-10, "
-                      f"budget {args.budget}, {args.epochs} clone epochs")
-        print(f"plot: {args.plot}")
-    for line in verdicts(results):
-        print(line)
+    report(results, args)
     return 0
 
 

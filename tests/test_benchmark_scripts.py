@@ -90,3 +90,39 @@ def test_int8_plot_reads_records_and_refuses_corrupt_lines(tmp_path, capsys):
     capsys.readouterr()
     assert int8_faithful_plot.main([str(tmp_path), "-o", str(tmp_path / "x.png")]) == 2
     assert capsys.readouterr().err.count("\n") == 1 and not (tmp_path / "x.png").exists()
+
+
+def _baseline_run(spec, attack, defender, clone):
+    name, _, params = spec.partition(":")
+    return {"defense": name, "params": dict(p.split("=") for p in params.split(",") if p), "spec": spec,
+            "attack": attack, "budget": 100, "defender_accuracy": defender, "attacker_accuracy": clone,
+            "agreement": 0.5, "l1_distance": 0.1, "perturbed_fraction": 0.2, "seconds": 1.0}
+
+
+def test_report_only_needs_no_victim_and_prints_tables_and_plot(tmp_path, capsys):
+    from keras_dcp.experiments import best_responses
+
+    runs = [_baseline_run("none", "knockoff", 0.8, 0.44), _baseline_run("none", "knockoff-label", 0.8, 0.39),
+            _baseline_run("dcp:beta=0.7", "knockoff", 0.8, 0.39), _baseline_run("dcp:beta=0.7", "knockoff-label", 0.8, 0.40),
+            _baseline_run("am:tau=0.5,model=/secret/f.keras", "knockoff", 0.78, 0.30),
+            _baseline_run("am:tau=0.5,model=/secret/f.keras", "knockoff-label", 0.78, 0.35)]
+    results = {"victim": {"dataset": "toy", "accuracy": 0.8, "architecture": "toy"}, "runs": runs,
+               "best_responses": best_responses(runs), "config": {}}
+    path = tmp_path / "r.json"
+    path.write_text(json.dumps(results))
+    plot = tmp_path / "p.png"
+    assert baselines_cifar10.main(["--report-only", "--json", str(path), "--plot", str(plot)]) == 0
+    out = capsys.readouterr().out
+    assert "| am:tau=0.5 | 0.7800 (2.0) | **0.3500** | knockoff-label | -9.0 |" in out
+    assert "/secret/" not in out.split("| defense | attack |")[1]  # file paths stay out of the tables
+    assert "am:tau=0.5: defender 0.7800, best response 0.3500 (knockoff-label): not dominated" in out
+    assert plot.read_bytes()[:4] == b"\x89PNG"
+
+
+def test_training_run_needs_victim_and_report_only_needs_a_file(tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        baselines_cifar10.parse_args(["--json", str(tmp_path / "r.json")])
+    assert "--victim is required" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        baselines_cifar10.parse_args(["--report-only", "--json", str(tmp_path / "missing.json")])
+    assert "needs an existing results file" in capsys.readouterr().err
