@@ -126,6 +126,20 @@ def load_previous(path):
     return results
 
 
+#: Settings a resumed file must share with this run, or its cells would not be comparable.
+RESUME_KEYS = ("budget", "epochs", "batch_size", "learning_rate", "seed")
+
+
+def check_same_setup(results, args):
+    """Exit 2 (one line) when ``--resume`` would mix cells run with other budgets, epochs, rates or seeds."""
+    config = results.get("config", {})
+    differ = [f"{key}: file {config.get(key)!r}, now {getattr(args, key)!r}" for key in RESUME_KEYS
+              if key in config and config[key] != getattr(args, key)]
+    if differ:
+        print(f"error: --resume {args.json} was run with other settings ({'; '.join(differ)})", file=sys.stderr)
+        raise SystemExit(2)
+
+
 def _setting(run):
     """The run's spec without file paths (``am:tau=0.8,model=/x/f.keras`` -> ``am:tau=0.8``)."""
     spec = run.get("spec") or run["defense"]
@@ -255,6 +269,8 @@ def main(argv=None):
     print(f"misinformation model: {json.dumps(record)}", flush=True)
 
     results = load_previous(args.json) if args.resume else None
+    if results is not None:
+        check_same_setup(results, args)
     done = {(run["spec"], run["attack"]) for run in results["runs"]} if results else set()
     # MAD and AM first, then none and DCP (whose cells benchmarks/adaptive_cifar10.py also runs, on the
     # same queries and clone training): one defense at a time, saved after each, so a stopped run keeps

@@ -126,3 +126,15 @@ def test_training_run_needs_victim_and_report_only_needs_a_file(tmp_path, capsys
     with pytest.raises(SystemExit):
         baselines_cifar10.parse_args(["--report-only", "--json", str(tmp_path / "missing.json")])
     assert "needs an existing results file" in capsys.readouterr().err
+
+
+def test_resume_refuses_a_file_run_with_other_settings(tmp_path, capsys):
+    path = tmp_path / "r.json"
+    path.write_text(json.dumps({"runs": [], "config": {"budget": 5000, "epochs": 10, "seed": 0}}))
+    args = baselines_cifar10.parse_args([*REQUIRED, "--json", str(path), "--resume", "--budget", "5000", "--epochs", "10"])
+    baselines_cifar10.check_same_setup(json.loads(path.read_text()), args)  # the same: fine
+    args = baselines_cifar10.parse_args([*REQUIRED, "--json", str(path), "--resume", "--budget", "20000"])
+    with pytest.raises(SystemExit) as exit_info:
+        baselines_cifar10.check_same_setup(json.loads(path.read_text()), args)
+    assert exit_info.value.code == 2
+    assert "budget: file 5000, now 20000" in capsys.readouterr().err
