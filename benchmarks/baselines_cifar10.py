@@ -79,6 +79,10 @@ def parse_args(argv=None):
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", required=True, help="the results JSON (rewritten after each defense)")
     parser.add_argument("--plot", help="the trade-off plot (.png)")
+    parser.add_argument("--plot-best", help="a second plot (.png): the best responses alone, zoomed on the settings "
+                        "that keep at least --zoom-above benign accuracy, each point labelled")
+    parser.add_argument("--zoom-above", type=float, default=0.5,
+                        help="benign accuracy below which --plot-best leaves settings out (default 0.5)")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing --json")
     parser.add_argument("--resume", action="store_true",
                         help="extend an existing --json: run only the (defense, attack) cells it lacks")
@@ -141,10 +145,10 @@ def check_same_setup(results, args):
 
 
 def _setting(run):
-    """The run's spec without file paths (``am:tau=0.8,model=/x/f.keras`` -> ``am:tau=0.8``)."""
+    """The run's spec without file paths and keys (``am:tau=0.8,model=/x/f.keras`` -> ``am:tau=0.8``)."""
     spec = run.get("spec") or run["defense"]
     name, _, params = spec.partition(":")
-    kept = [p for p in params.split(",") if p and not p.startswith(("model=", "surrogate="))]
+    kept = [p for p in params.split(",") if p and not p.startswith(("model=", "surrogate=", "key="))]
     return name + (":" + ",".join(kept) if kept else "")
 
 
@@ -174,6 +178,59 @@ def markdown_tables(results):
     return "\n".join(lines)
 
 
+def _short(run):
+    """A label for a plot: the spec without paths, keys, default gamma or a calibrated threshold."""
+    name, _, params = _setting(run).partition(":")
+    kept = [p for p in params.split(",") if p and p != "gamma=0.2" and not p.startswith("energy_threshold=")]
+    return name + (" " + ",".join(kept) if kept else "")
+
+
+def plot_best(results, path, above=0.5):
+    """Best response (y) against benign accuracy (x), one labelled point per setting with benign accuracy >= above.
+
+    The settings left out (a defense that breaks the model for its users) are
+    named in the figure's note, so nothing disappears silently.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    entries = _best_with_specs(results)
+    shown = [b for b in entries if b["defender_accuracy"] >= above]
+    hidden = [b for b in entries if b["defender_accuracy"] < above]
+    colors = {"none": "black", "dcp": "tab:green", "dcp-keyed": "tab:red", "mad": "tab:blue", "am": "tab:orange"}
+    figure, axis = plt.subplots(figsize=(9, 5.5))
+    xs = [b["defender_accuracy"] for b in shown]
+    ys = [b["attacker_accuracy"] for b in shown]
+    label_x = max(xs) + 0.25 * (max(xs) - min(xs) + 0.01)
+    gap = 0.045 * (max(ys) - min(ys) + 0.01)
+    label_y, last = {}, None
+    for index in sorted(range(len(shown)), key=lambda i: ys[i]):  # spread the labels so none overlap
+        last = ys[index] if last is None else max(ys[index], last + gap)
+        label_y[index] = last
+    for index, entry in enumerate(shown):
+        color = colors.get(entry["defense"], "tab:gray")
+        cost = 100 * (results["victim"]["accuracy"] - entry["defender_accuracy"])
+        axis.plot(xs[index], ys[index], "o", color=color, markersize=9)
+        axis.annotate(f"{_short(entry)}: {ys[index]:.3f} by {entry['attack']}, cost {cost:.1f} pt",
+                      (xs[index], ys[index]), xytext=(label_x, label_y[index]), textcoords="data", fontsize=7.5,
+                      color=color, va="center", arrowprops={"arrowstyle": "-", "color": color, "alpha": 0.4})
+    axis.set_xlim(min(xs) - 0.1 * (max(xs) - min(xs) + 0.01), label_x + 1.2 * (max(xs) - min(xs) + 0.01))
+    axis.set_xlabel("defender (benign) top-1 accuracy")
+    axis.set_ylabel("thief's best response: clone top-1 accuracy")
+    axis.margins(y=0.1)
+    axis.grid(alpha=0.3)
+    note = f"left out (benign accuracy < {above}): " + ", ".join(
+        f"{_setting(b)} ({b['defender_accuracy']:.3f} / {b['attacker_accuracy']:.3f})" for b in hidden) if hidden else ""
+    axis.set_title("Lower right is better: the thief gets less while users keep their accuracy" +
+                   (f"\n{note}" if note else ""), fontsize=9)
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+    return path
+
+
 def report(results, args):
     """Print the tables and verdicts of ``results``; draw ``--plot``."""
     from keras_dcp.experiments import format_table, plot_tradeoff
@@ -186,6 +243,8 @@ def report(results, args):
                       title=f"DCP vs MAD and AM: {results['victim']['architecture']} on CIFAR-10, "
                       f"budget {results['runs'][0]['budget']}, {args.epochs} clone epochs")
         print(f"plot: {args.plot}")
+    if args.plot_best:
+        print(f"plot: {plot_best(results, args.plot_best, args.zoom_above)}")
     for line in verdicts(results):
         print(line)
 
@@ -225,9 +284,13 @@ def defense_specs(args):
     return list(dict.fromkeys(specs + args.defense))
 
 
+#: The registry names of DCP and its variants, which the baselines are judged against.
+DCP_FAMILY = ("dcp", "dcp-keyed")
+
+
 def verdicts(results):
     """One line per MAD/AM setting: is it dominated by a DCP setting (no less benign accuracy, no higher best response)?"""
-    dcp_best = [b for b in _best_with_specs(results) if b["defense"] == "dcp"]
+    dcp_best = [b for b in _best_with_specs(results) if b["defense"] in DCP_FAMILY]
     lines = []
     for entry in _best_with_specs(results):
         if entry["defense"] not in ("mad", "am"):

@@ -105,18 +105,21 @@ def test_report_only_needs_no_victim_and_prints_tables_and_plot(tmp_path, capsys
     runs = [_baseline_run("none", "knockoff", 0.8, 0.44), _baseline_run("none", "knockoff-label", 0.8, 0.39),
             _baseline_run("dcp:beta=0.7", "knockoff", 0.8, 0.39), _baseline_run("dcp:beta=0.7", "knockoff-label", 0.8, 0.40),
             _baseline_run("am:tau=0.5,model=/secret/f.keras", "knockoff", 0.78, 0.30),
-            _baseline_run("am:tau=0.5,model=/secret/f.keras", "knockoff-label", 0.78, 0.35)]
+            _baseline_run("am:tau=0.5,model=/secret/f.keras", "knockoff-label", 0.78, 0.35),
+            _baseline_run("mad:eps=2.0", "knockoff", 0.05, 0.10)]
     results = {"victim": {"dataset": "toy", "accuracy": 0.8, "architecture": "toy"}, "runs": runs,
                "best_responses": best_responses(runs), "config": {}}
     path = tmp_path / "r.json"
     path.write_text(json.dumps(results))
     plot = tmp_path / "p.png"
-    assert baselines_cifar10.main(["--report-only", "--json", str(path), "--plot", str(plot)]) == 0
+    best = tmp_path / "best.png"
+    assert baselines_cifar10.main(["--report-only", "--json", str(path), "--plot", str(plot),
+                                   "--plot-best", str(best)]) == 0
     out = capsys.readouterr().out
     assert "| am:tau=0.5 | 0.7800 (2.0) | **0.3500** | knockoff-label | -9.0 |" in out
     assert "/secret/" not in out.split("| defense | attack |")[1]  # file paths stay out of the tables
     assert "am:tau=0.5: defender 0.7800, best response 0.3500 (knockoff-label): not dominated" in out
-    assert plot.read_bytes()[:4] == b"\x89PNG"
+    assert plot.read_bytes()[:4] == b"\x89PNG" and best.read_bytes()[:4] == b"\x89PNG"
 
 
 def test_training_run_needs_victim_and_report_only_needs_a_file(tmp_path, capsys):
