@@ -117,6 +117,21 @@ def test_package_parents_are_not_needed_for_a_cycle():
     assert "keras_dcp.qat" not in graph["keras_dcp.qat.selection"]
 
 
+def test_no_module_has_an_invalid_escape_sequence():
+    """A docstring with LaTeX (``\\mathrm``) must be raw: Python 3.12+ warns, and a later Python will refuse."""
+    import warnings
+
+    offenders = []
+    for module, path in sorted(MODULES.items()):
+        with open(path) as handle, warnings.catch_warnings():
+            warnings.simplefilter("error", SyntaxWarning)
+            try:
+                compile(handle.read(), path, "exec")
+            except SyntaxError as error:
+                offenders.append(f"{module}: {error.msg}")
+    assert offenders == []
+
+
 @pytest.mark.parametrize("module", sorted(MODULES))
 def test_no_module_is_over_600_lines(module):
     with open(MODULES[module]) as handle:

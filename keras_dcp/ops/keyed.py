@@ -1,4 +1,4 @@
-"""Keyed DCP: Deception plus secret, per-input label moves on the queries a thief sends most.
+r"""Keyed DCP: Deception plus secret, per-input label moves on the queries a thief sends most.
 
 DCP keeps the top-1 label, so a thief who trains on labels only is not slowed
 at all. This variant moves the label of some unsure queries, deterministically
