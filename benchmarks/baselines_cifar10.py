@@ -87,6 +87,9 @@ def parse_args(argv=None):
     parser.add_argument("--resume", action="store_true",
                         help="extend an existing --json: run only the (defense, attack) cells it lacks")
     args = parser.parse_args(argv)
+    for flag in ("plot", "plot_best"):
+        if getattr(args, flag) and os.path.isdir(getattr(args, flag)):
+            parser.error(f"--{flag.replace('_', '-')} {getattr(args, flag)} is a folder; give a .png path")
     if args.report_only:
         if not os.path.isfile(args.json):
             parser.error(f"--report-only needs an existing results file; --json {args.json} is not one")

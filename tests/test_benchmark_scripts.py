@@ -35,9 +35,13 @@ def test_contradictions_and_bad_numbers_are_usage_errors(tmp_path, capsys, extra
     assert message in capsys.readouterr().err
 
 
-def test_json_that_is_a_folder_is_refused(tmp_path, capsys):
-    with pytest.raises(SystemExit):
-        baselines_cifar10.parse_args([*REQUIRED, "--json", str(tmp_path), "--resume"])
+@pytest.mark.parametrize("flag", ["--json", "--plot", "--plot-best"])
+def test_an_output_that_is_a_folder_is_refused(tmp_path, capsys, flag):
+    argv = [*REQUIRED, "--json", str(tmp_path / "r.json"), "--resume"]
+    argv = [*argv[:-2], str(tmp_path), "--resume"] if flag == "--json" else [*argv, flag, str(tmp_path)]
+    with pytest.raises(SystemExit) as exit_info:
+        baselines_cifar10.parse_args(argv)
+    assert exit_info.value.code == 2
     assert "is a folder" in capsys.readouterr().err
 
 
@@ -141,3 +145,10 @@ def test_resume_refuses_a_file_run_with_other_settings(tmp_path, capsys):
         baselines_cifar10.check_same_setup(json.loads(path.read_text()), args)
     assert exit_info.value.code == 2
     assert "budget: file 5000, now 20000" in capsys.readouterr().err
+
+
+def test_report_only_on_a_file_without_runs_is_one_line(tmp_path, capsys):
+    path = tmp_path / "r.json"
+    path.write_text(json.dumps({"runs": [], "config": {}}))
+    assert baselines_cifar10.main(["--report-only", "--json", str(path)]) == 2
+    assert capsys.readouterr().err.strip().endswith("has no runs")
