@@ -87,9 +87,18 @@ def parse_args(argv=None):
     parser.add_argument("--resume", action="store_true",
                         help="extend an existing --json: run only the (defense, attack) cells it lacks")
     args = parser.parse_args(argv)
-    for flag in ("plot", "plot_best"):
-        if getattr(args, flag) and os.path.isdir(getattr(args, flag)):
-            parser.error(f"--{flag.replace('_', '-')} {getattr(args, flag)} is a folder; give a .png path")
+    from keras_dcp.cli.common import check_output_file
+
+    try:
+        for flag in ("plot", "plot_best"):
+            if getattr(args, flag):
+                check_output_file(getattr(args, flag), overwrite=True, flag=f"--{flag.replace('_', '-')}")
+        if not args.report_only:
+            check_output_file(args.json, overwrite=True, flag="--json")
+    except ValueError as error:
+        parser.error(str(error))
+    if not 0.0 <= args.zoom_above <= 1.0:
+        parser.error(f"--zoom-above must be in [0, 1]; got {args.zoom_above}")
     if args.report_only:
         if not os.path.isfile(args.json):
             parser.error(f"--report-only needs an existing results file; --json {args.json} is not one")
@@ -99,8 +108,6 @@ def parse_args(argv=None):
             parser.error(f"--{flag.replace('_', '-')} is required (unless --report-only)")
     if args.resume and args.overwrite:
         parser.error("--resume and --overwrite contradict each other; pass one")
-    if os.path.isdir(args.json):
-        parser.error(f"--json {args.json} is a folder; give a file path")
     if os.path.exists(args.json) and not (args.overwrite or args.resume):
         parser.error(f"--json {args.json} exists; pass --overwrite to replace it or --resume to extend it")
     for flag in ("budget", "epochs", "misinformation_epochs"):
@@ -122,12 +129,13 @@ def load_previous(path):
     """The results saved by an earlier run at ``path`` (``--resume``), or None when there is none yet."""
     if not os.path.exists(path):
         return None
+    from keras_dcp.experiments import load_results
+
     try:
-        with open(path) as handle:
-            results = json.load(handle)
+        results = load_results(path)  # the results schema: every field the tables and plots read
         cells = {(run["spec"], run["attack"]) for run in results["runs"]}
     except (OSError, ValueError, KeyError, TypeError) as error:
-        print(f"error: --resume cannot read {path}: {error}", file=sys.stderr)
+        print(f"error: cannot read {path} as this script's results: {error!r}", file=sys.stderr)
         raise SystemExit(2) from None
     print(f"resuming {path}: {len(cells)} cells done", flush=True)
     return results
@@ -202,6 +210,8 @@ def plot_best(results, path, above=0.5):
     entries = _best_with_specs(results)
     shown = [b for b in entries if b["defender_accuracy"] >= above]
     hidden = [b for b in entries if b["defender_accuracy"] < above]
+    if not shown:
+        raise ValueError(f"--plot-best: no setting keeps benign accuracy >= {above}; lower --zoom-above")
     colors = {"none": "black", "dcp": "tab:green", "dcp-keyed": "tab:red", "mad": "tab:blue", "am": "tab:orange"}
     figure, axis = plt.subplots(figsize=(9, 5.5))
     xs = [b["defender_accuracy"] for b in shown]
@@ -242,12 +252,18 @@ def report(results, args):
     print()
     print(markdown_tables(results))
     if args.plot:
+        config = results.get("config", {})
         plot_tradeoff(results, args.plot,
-                      title=f"DCP vs MAD and AM: {results['victim']['architecture']} on CIFAR-10, "
-                      f"budget {results['runs'][0]['budget']}, {args.epochs} clone epochs")
+                      title=f"DCP vs MAD and AM: {results['victim'].get('architecture', '?')} on CIFAR-10, "
+                      f"budget {config.get('budget', results['runs'][0]['budget'])}, "
+                      f"{config.get('epochs', '?')} clone epochs")
         print(f"plot: {args.plot}")
     if args.plot_best:
-        print(f"plot: {plot_best(results, args.plot_best, args.zoom_above)}")
+        try:
+            print(f"plot: {plot_best(results, args.plot_best, args.zoom_above)}")
+        except ValueError as error:
+            print(f"error: {error}", file=sys.stderr)
+            raise SystemExit(2) from None
     for line in verdicts(results):
         print(line)
 

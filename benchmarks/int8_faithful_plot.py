@@ -89,8 +89,12 @@ def main(argv=None) -> int:
     parser.add_argument("-o", "--output", required=True, help="the figure (.png)")
     parser.add_argument("--io", choices=("int8", "float"), default="int8")
     args = parser.parse_args(argv)
-    if os.path.isdir(args.output):
-        parser.error(f"-o {args.output} is a folder; give a .png path")
+    from keras_dcp.cli.common import check_output_file
+
+    try:
+        check_output_file(args.output, overwrite=True, flag="-o")
+    except ValueError as error:
+        parser.error(str(error))
     try:
         records = read_records(args.results, args.io)
     except ValueError as error:

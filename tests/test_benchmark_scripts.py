@@ -42,18 +42,30 @@ def test_an_output_that_is_a_folder_is_refused(tmp_path, capsys, flag):
     with pytest.raises(SystemExit) as exit_info:
         baselines_cifar10.parse_args(argv)
     assert exit_info.value.code == 2
-    assert "is a folder" in capsys.readouterr().err
+    assert "is a directory" in capsys.readouterr().err
+
+
+def test_an_output_in_a_missing_folder_and_a_bad_zoom_are_refused(tmp_path, capsys):
+    base = [*REQUIRED, "--json", str(tmp_path / "r.json")]
+    with pytest.raises(SystemExit):
+        baselines_cifar10.parse_args([*base, "--plot", str(tmp_path / "no" / "p.png")])
+    assert "does not exist" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        baselines_cifar10.parse_args([*base, "--zoom-above", "1.5"])
+    assert "--zoom-above must be in [0, 1]" in capsys.readouterr().err
 
 
 def test_resume_reads_the_done_cells(tmp_path):
     path = tmp_path / "r.json"
     assert baselines_cifar10.load_previous(str(path)) is None  # nothing yet: a fresh run
-    runs = [{"spec": "none", "attack": "knockoff"}, {"spec": "mad:eps=0.5", "attack": "knockoff-label"}]
-    path.write_text(json.dumps({"runs": runs, "config": {}}))
+    runs = [_baseline_run("none", "knockoff", 0.8, 0.44), _baseline_run("mad:eps=0.5", "knockoff-label", 0.8, 0.4)]
+    path.write_text(json.dumps({"victim": {"dataset": "d", "accuracy": 0.8}, "runs": runs, "config": {}}))
     assert baselines_cifar10.load_previous(str(path))["runs"] == runs
 
 
-@pytest.mark.parametrize("content", ["{not json", '{"runs": [{"spec": "none"}]}', '{"config": {}}', "[]"])
+@pytest.mark.parametrize("content", ["{not json", '{"runs": [{"spec": "none"}]}', '{"config": {}}', "[]",
+                                     '{"victim": {"dataset": "d", "accuracy": 0.8}, "runs": [{"spec": "none", '
+                                     '"attack": "knockoff", "defender_accuracy": NaN}]}'])
 def test_resume_from_a_corrupt_file_stops_with_one_line(tmp_path, capsys, content):
     path = tmp_path / "r.json"
     path.write_text(content)
@@ -61,7 +73,7 @@ def test_resume_from_a_corrupt_file_stops_with_one_line(tmp_path, capsys, conten
         baselines_cifar10.load_previous(str(path))
     assert exit_info.value.code == 2
     error = capsys.readouterr().err
-    assert error.startswith(f"error: --resume cannot read {path}") and error.count("\n") == 1
+    assert error.startswith(f"error: cannot read {path}") and error.count("\n") == 1
     assert path.read_text() == content
 
 
@@ -149,6 +161,28 @@ def test_resume_refuses_a_file_run_with_other_settings(tmp_path, capsys):
 
 def test_report_only_on_a_file_without_runs_is_one_line(tmp_path, capsys):
     path = tmp_path / "r.json"
-    path.write_text(json.dumps({"runs": [], "config": {}}))
+    path.write_text(json.dumps({"victim": {"dataset": "d", "accuracy": 0.8}, "runs": [], "config": {}}))
     assert baselines_cifar10.main(["--report-only", "--json", str(path)]) == 2
     assert capsys.readouterr().err.strip().endswith("has no runs")
+
+
+def test_report_titles_use_the_files_epochs_and_a_zoom_that_hides_all_is_exit_2(tmp_path, capsys, monkeypatch):
+    import keras_dcp.experiments as experiments
+    from keras_dcp.experiments import best_responses
+
+    runs = [_baseline_run("none", "knockoff", 0.8, 0.44), _baseline_run("dcp:beta=0.7", "knockoff", 0.8, 0.39)]
+    results = {"victim": {"dataset": "toy", "accuracy": 0.8}, "runs": runs, "best_responses": best_responses(runs),
+               "config": {"budget": 100, "epochs": 7}}
+    path = tmp_path / "r.json"
+    path.write_text(json.dumps(results))
+    titles = []
+    monkeypatch.setattr(experiments, "plot_tradeoff", lambda results, out, title=None: titles.append(title))
+    assert baselines_cifar10.main(["--report-only", "--json", str(path), "--plot", str(tmp_path / "p.png")]) == 0
+    assert titles and "budget 100, 7 clone epochs" in titles[0]  # not this call's --epochs default (30)
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exit_info:
+        baselines_cifar10.main(["--report-only", "--json", str(path), "--plot-best", str(tmp_path / "b.png"),
+                                "--zoom-above", "0.9"])
+    assert exit_info.value.code == 2
+    assert "no setting keeps benign accuracy >= 0.9" in capsys.readouterr().err
+    assert not (tmp_path / "b.png").exists()

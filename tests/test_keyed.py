@@ -129,3 +129,9 @@ def test_energy_calibration_is_the_shared_calibration_on_the_layers_energy():
     for budget in (0.5, 2.0):
         assert calibrate_energy_threshold(z, labels, budget) == calibrate_threshold(
             _energy(z), z.argmax(1) == labels, budget, 10)
+
+
+@pytest.mark.parametrize("num_classes", [1, 0, 2.5, True, None])
+def test_calibrate_threshold_refuses_a_class_count_below_two(num_classes):
+    with pytest.raises(ValueError, match="num_classes"):
+        keras_dcp.defenses.calibrate_threshold([0.1, 0.2], [True, False], 1.0, num_classes)

@@ -181,6 +181,8 @@ def calibrate_threshold(scores: np.ndarray, correct: np.ndarray, budget_points: 
         raise ValueError("`scores` must be finite; NaN or inf found (non-finite logits?).")
     budget = check_number("budget_points", budget_points, minimum=0.0) / 100.0
     flip_rate = check_number("flip_rate", flip_rate, minimum=0.0, maximum=1.0)
+    if isinstance(num_classes, bool) or not isinstance(num_classes, (int, np.integer)) or num_classes < 2:
+        raise ValueError(f"`num_classes` must be an integer >= 2. Received: num_classes={num_classes!r}")
     order = np.argsort(scores)
     gains = flip_rate * (correct[order] - (~correct[order]) / (num_classes - 1)) / len(scores)
     fits = np.flatnonzero(np.cumsum(gains) <= budget + 1e-12)
