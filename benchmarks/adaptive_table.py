@@ -26,27 +26,23 @@ def _cell(value, digits=4):
 
 def format_tables(runs: list[dict]) -> str:
     """Two Markdown tables: every run, and the best response per defense setting."""
-    lines = [
-        "| defense | attack | benign accuracy | clone accuracy | clone/victim agreement | mean l1 of answers "
-        "| answers changed | recovered l1 |",
-        "|---|---|---|---|---|---|---|---|",
-    ]
-    for run in runs:
-        lines.append(
-            f"| {run['setting']} | {run['attack']} | {_cell(run['defender_accuracy'])} | "
-            f"{_cell(run['attacker_accuracy'])} | {_cell(run.get('agreement'))} | {_cell(run['l1_distance'])} | "
-            f"{_cell(run['perturbed_fraction'], 3)} | {_cell(run.get('recovered_l1'))} |"
-        )
-    lines += ["", "| defense | benign accuracy | best response (clone accuracy) | by | attacks run |", "|---|---|---|---|---|"]
-    settings = list(dict.fromkeys(run["setting"] for run in runs))
-    for setting in settings:
+    from keras_dcp.experiments.table import render_markdown
+
+    every = render_markdown(
+        ["defense", "attack", "benign accuracy", "clone accuracy", "clone/victim agreement", "mean l1 of answers",
+         "answers changed", "recovered l1"],
+        [[run["setting"], run["attack"], _cell(run["defender_accuracy"]), _cell(run["attacker_accuracy"]),
+          _cell(run.get("agreement")), _cell(run["l1_distance"]), _cell(run["perturbed_fraction"], 3),
+          _cell(run.get("recovered_l1"))] for run in runs])
+    rows = []
+    for setting in dict.fromkeys(run["setting"] for run in runs):
         cells = [run for run in runs if run["setting"] == setting]
         best = max(cells, key=lambda run: run["attacker_accuracy"])
-        lines.append(
-            f"| {setting} | {_cell(best['defender_accuracy'])} | **{_cell(best['attacker_accuracy'])}** | "
-            f"{best['attack']} | {', '.join(run['attack'] for run in cells)} |"
-        )
-    return "\n".join(lines)
+        rows.append([setting, _cell(best["defender_accuracy"]), f"**{_cell(best['attacker_accuracy'])}**",
+                     best["attack"], ", ".join(run["attack"] for run in cells)])
+    best_table = render_markdown(["defense", "benign accuracy", "best response (clone accuracy)", "by", "attacks run"],
+                                 rows)
+    return every + "\n\n" + best_table
 
 
 def main(argv=None) -> int:

@@ -172,21 +172,23 @@ def _best_with_specs(results):
 
 def markdown_tables(results):
     """Two Markdown tables: every (defense, attack) cell, and the thief's best response per setting."""
-    lines = ["| defense | attack | benign accuracy | clone accuracy | clone/victim agreement | mean l1 | answers changed |",
-             "|---|---|---|---|---|---|---|"]
-    for run in results["runs"]:
-        lines.append(f"| {_setting(run)} | {run['attack']} | {run['defender_accuracy']:.4f} | "
-                     f"{run['attacker_accuracy']:.4f} | {run['agreement']:.4f} | {run['l1_distance']:.4f} | "
-                     f"{run['perturbed_fraction']:.3f} |")
+    from keras_dcp.experiments.table import render_markdown
+
+    every = render_markdown(
+        ["defense", "attack", "benign accuracy", "clone accuracy", "clone/victim agreement", "mean l1", "answers changed"],
+        [[_setting(run), run["attack"], f"{run['defender_accuracy']:.4f}", f"{run['attacker_accuracy']:.4f}",
+          f"{run['agreement']:.4f}", f"{run['l1_distance']:.4f}", f"{run['perturbed_fraction']:.3f}"]
+         for run in results["runs"]])
     none = [b for b in results["best_responses"] if b["defense"] == "none"]
-    lines += ["", "| defense | benign accuracy (cost, points) | best response | by | vs none (points) |",
-              "|---|---|---|---|---|"]
+    rows = []
     for best in _best_with_specs(results):
         cost = 100 * (results["victim"]["accuracy"] - best["defender_accuracy"])
         versus = f"{100 * (best['attacker_accuracy'] - none[0]['attacker_accuracy']):+.1f}" if none else ""
-        lines.append(f"| {_setting(best)} | {best['defender_accuracy']:.4f} ({cost:.1f}) | "
-                     f"**{best['attacker_accuracy']:.4f}** | {best['attack']} | {versus} |")
-    return "\n".join(lines)
+        rows.append([_setting(best), f"{best['defender_accuracy']:.4f} ({cost:.1f})",
+                     f"**{best['attacker_accuracy']:.4f}**", best["attack"], versus])
+    best_table = render_markdown(["defense", "benign accuracy (cost, points)", "best response", "by", "vs none (points)"],
+                                 rows)
+    return every + "\n\n" + best_table
 
 
 def _short(run):

@@ -186,3 +186,28 @@ def test_report_titles_use_the_files_epochs_and_a_zoom_that_hides_all_is_exit_2(
     assert exit_info.value.code == 2
     assert "no setting keeps benign accuracy >= 0.9" in capsys.readouterr().err
     assert not (tmp_path / "b.png").exists()
+
+
+def test_markdown_rows_must_match_the_header():
+    from keras_dcp.experiments.table import render_markdown
+
+    assert render_markdown(["a"], []) == "| a |\n|---|"
+    with pytest.raises(ValueError, match="2 cells; got 1"):
+        render_markdown(["a", "b"], [["only one"]])
+
+
+import adaptive_table  # noqa: E402
+
+
+def test_adaptive_table_best_response_and_a_corrupt_file(tmp_path, capsys):
+    runs = [dict(_baseline_run("dcp:beta=0.7", attack, 0.81, clone), setting="dcp 0.7")
+            for attack, clone in (("knockoff", 0.39), ("knockoff-invert", 0.43))]
+    path = tmp_path / "a.jsonl"
+    path.write_text("".join(json.dumps(run) + "\n" for run in runs))
+    assert adaptive_table.main([str(path)]) == 0
+    out = capsys.readouterr().out
+    assert "| dcp 0.7 | 0.8100 | **0.4300** | knockoff-invert | knockoff, knockoff-invert |" in out
+    path.write_text(json.dumps(runs[0]) + "\n{cut")
+    with pytest.raises(SystemExit) as exit_info:
+        adaptive_table.main([str(path)])
+    assert exit_info.value.code == 2 and "not readable" in capsys.readouterr().err

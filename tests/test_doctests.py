@@ -14,6 +14,7 @@ MODULES = [
     "keras_dcp.ops.edgetpu",
     "keras_dcp.ops.mad",
     "keras_dcp.ops.misinformation",
+    "keras_dcp.experiments.table",
     "keras_dcp.defenses",
     "keras_dcp.defenses.base",
     "keras_dcp.defenses.deception",

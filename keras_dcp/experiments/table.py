@@ -34,6 +34,22 @@ def _render(header, rows):
     return "\n".join(lines)
 
 
+def render_markdown(header: list, rows: list) -> str:
+    """A Markdown table: ``header`` then one line per row; cells are written with ``str``.
+
+    >>> print(render_markdown(["a", "b"], [[1, "x"]]))
+    | a | b |
+    |---|---|
+    | 1 | x |
+    """
+    for row in rows:
+        if len(row) != len(header):
+            raise ValueError(f"Each row needs {len(header)} cells; got {len(row)}: {row!r}")
+    lines = ["| " + " | ".join(map(str, header)) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(map(str, row)) + " |" for row in rows]
+    return "\n".join(lines)
+
+
 def format_table(results):
     """Two tables: every run, then per defense setting the thief's best response.
 
